@@ -1,0 +1,227 @@
+"""The whole optimizer, built from config as one optax chain.
+
+    [zero frozen grads -> pcgrad]        only with config.pcgrad.enabled
+    -> partition by parameter path:
+         "trainable": clip_by_global_norm -> adamw(schedule, decay mask)
+         "frozen":    set_to_zero
+
+PCGrad goes first because it consumes the per-task gradients (leaves [T, ...])
+and emits their combination; everything after it sees ordinary gradients
+shaped like the parameters. Frozen gradients are zeroed before the surgery so
+that parameters which never move cannot steer the projections or the
+diagnostics. `optax.partition` gives frozen parameters `set_to_zero` and masks
+them out of the trainable branch, so they hold no Adam moments at all (the
+optimizer state has `optax.MaskedNode` there) and do not count towards the
+clipping norm.
+
+Per-task loss weights are not an optimizer concern: the trainer multiplies each
+task's loss by its weight before differentiating, so with PCGrad the surgery
+sees the weighted task gradients.
+
+Without PCGrad, `update` takes the usual gradient of the (weighted, summed)
+loss; with PCGrad it takes the stacked per-task gradients, in the order of
+`task_names`. Either way it accepts the extra argument `rng` (the step key),
+which only PCGrad uses.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import ml_collections
+import optax
+
+from train.pcgrad import pcgrad
+
+PyTree = Any
+
+SCHEDULES = ("warmup_linear", "warmup_cosine", "constant")
+TRAINABLE, FROZEN = "trainable", "frozen"
+# Standard BERT fine-tuning practice (Devlin et al.; HF run_glue): no weight
+# decay on biases or LayerNorm parameters, whose scale carries no capacity to
+# regularise and whose shrinkage towards zero only hurts.
+_NO_DECAY_COMPONENT = re.compile(r"(?i)^layer_?norm")
+
+
+def default_optim_config() -> ml_collections.ConfigDict:
+  """Defaults for `config.optim` (train/configs/default.py copies these)."""
+  return ml_collections.ConfigDict(dict(
+      learning_rate=5e-5,
+      schedule="warmup_linear",  # one of SCHEDULES
+      warmup_steps=-1,  # < 0: use warmup_fraction * total_steps
+      warmup_fraction=0.1,
+      end_learning_rate_fraction=0.0,  # final lr = learning_rate * this
+      b1=0.9,
+      b2=0.999,
+      eps=1e-8,
+      weight_decay=0.01,  # decoupled (AdamW), scaled by the learning rate as in PyTorch
+      clip_norm=1.0,  # global-norm clipping of trainable grads; <= 0 disables
+      freeze=(),  # regexes searched in '/'-joined param paths, e.g. ("^bert/",)
+  ))
+
+
+def default_pcgrad_config() -> ml_collections.ConfigDict:
+  """Defaults for `config.pcgrad`."""
+  return ml_collections.ConfigDict(dict(
+      enabled=False,
+      tasks=(),  # task names to project; () projects every task
+      reduction="sum",  # "sum" (paper) or "mean" over tasks
+  ))
+
+
+def _key_name(key) -> str:
+  for attribute in ("key", "name", "idx"):
+    if hasattr(key, attribute):
+      return str(getattr(key, attribute))
+  return str(key)
+
+
+def param_paths(params: PyTree) -> PyTree:
+  """Same structure as `params`, each leaf replaced by its '/'-joined path.
+
+  e.g. "bert/encoder/layer/0/attention/self/query/kernel". Trees holding
+  `optax.MaskedNode` (inside `optax.masked`) keep it, as it has no leaves.
+  """
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: "/".join(_key_name(k) for k in path), params)
+
+
+def decay_mask(params: PyTree) -> PyTree:
+  """True where AdamW applies weight decay: everything but biases and LayerNorm params."""
+  def decays(path: str) -> bool:
+    components = path.split("/")
+    return components[-1] != "bias" and not any(_NO_DECAY_COMPONENT.match(c) for c in components)
+  return jax.tree.map(decays, param_paths(params))
+
+
+def _freeze_patterns(freeze_regexes: str | Sequence[str]) -> list[re.Pattern]:
+  if isinstance(freeze_regexes, str):
+    freeze_regexes = (freeze_regexes,)
+  patterns = []
+  for regex in freeze_regexes:
+    try:
+      patterns.append(re.compile(regex))
+    except re.error as error:
+      raise ValueError(f"optim.freeze: {regex!r} is not a valid regex: {error}") from error
+  return patterns
+
+
+def trainable_labels(params: PyTree, freeze_regexes: str | Sequence[str]) -> PyTree:
+  """"frozen" where any regex is found (re.search) in the leaf's path, else "trainable".
+
+  A regex that matches no parameter raises: a typo there would otherwise
+  silently train what was meant to be frozen.
+  """
+  patterns = _freeze_patterns(freeze_regexes)
+  paths = param_paths(params)
+  all_paths = jax.tree.leaves(paths)
+  for pattern in patterns:
+    if not any(pattern.search(p) for p in all_paths):
+      raise ValueError(f"optim.freeze: regex {pattern.pattern!r} matches no parameter path; "
+                       f"paths look like {all_paths[:3]}")
+  return jax.tree.map(
+      lambda path: FROZEN if any(p.search(path) for p in patterns) else TRAINABLE, paths)
+
+
+def trainable_labels_flat(params: PyTree, freeze_regexes: str | Sequence[str]) -> dict[str, str]:
+  """{path: "trainable" | "frozen"}, the flat form of `trainable_labels` (for the trainer's
+  split of params into differentiated and constant parts)."""
+  labels = trainable_labels(params, freeze_regexes)
+  return dict(zip(jax.tree.leaves(param_paths(params)), jax.tree.leaves(labels)))
+
+
+def count_params(params: PyTree, freeze: str | Sequence[str] = ()) -> dict[str, int]:
+  """{"total", "trainable", "frozen"} scalar-parameter counts under `freeze` regexes."""
+  labels = jax.tree.leaves(trainable_labels(params, freeze))
+  sizes = [int(leaf.size) for leaf in jax.tree.leaves(params)]
+  trainable = sum(s for s, label in zip(sizes, labels) if label == TRAINABLE)
+  return {"total": sum(sizes), "trainable": trainable, "frozen": sum(sizes) - trainable}
+
+
+def _warmup_steps(optim_config: ml_collections.ConfigDict, total_steps: int) -> int:
+  if optim_config.warmup_steps >= 0:
+    warmup = int(optim_config.warmup_steps)
+  else:
+    warmup = int(round(optim_config.warmup_fraction * total_steps))
+  if warmup > total_steps:
+    raise ValueError(f"optim.warmup_steps={warmup} exceeds total_steps={total_steps}")
+  return warmup
+
+
+def create_learning_rate_schedule(optim_config: ml_collections.ConfigDict,
+                                  total_steps: int) -> optax.Schedule:
+  """Linear warmup from 0 to `learning_rate`, then the chosen decay until `total_steps`.
+
+  "warmup_linear" and "warmup_cosine" decay to learning_rate *
+  end_learning_rate_fraction at `total_steps` (and stay there). "constant" also
+  warms up (as HF's constant_schedule_with_warmup): warmup protects the freshly
+  initialised heads whatever comes after it; set warmup_steps=0 for a flat rate.
+  """
+  if total_steps <= 0:
+    raise ValueError(f"create_learning_rate_schedule: total_steps={total_steps}; expected > 0")
+  if optim_config.schedule not in SCHEDULES:
+    raise ValueError(f"optim.schedule={optim_config.schedule!r}; expected one of {SCHEDULES}")
+  peak = float(optim_config.learning_rate)
+  end = peak * float(optim_config.end_learning_rate_fraction)
+  warmup = _warmup_steps(optim_config, total_steps)
+  decay_steps = max(total_steps - warmup, 1)
+  if optim_config.schedule == "warmup_linear":
+    after_warmup = optax.linear_schedule(peak, end, decay_steps)
+  elif optim_config.schedule == "warmup_cosine":
+    after_warmup = optax.cosine_decay_schedule(
+        peak, decay_steps, alpha=float(optim_config.end_learning_rate_fraction))
+  else:
+    after_warmup = optax.constant_schedule(peak)
+  if warmup == 0:
+    return after_warmup
+  return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), after_warmup], [warmup])
+
+
+def _pcgrad_task_indices(task_names: Sequence[str], pcgrad_tasks: Sequence[str]) -> tuple[int, ...]:
+  if isinstance(pcgrad_tasks, str):
+    pcgrad_tasks = (pcgrad_tasks,)
+  unknown = [name for name in pcgrad_tasks if name not in task_names]
+  if unknown:
+    raise ValueError(f"pcgrad.tasks={tuple(pcgrad_tasks)} names {unknown}, not among the "
+                     f"trained tasks {tuple(task_names)}")
+  if not pcgrad_tasks:
+    return tuple(range(len(task_names)))
+  return tuple(task_names.index(name) for name in pcgrad_tasks)
+
+
+def create_optimizer(config: ml_collections.ConfigDict, total_steps: int,
+                     task_names: Sequence[str] = ("sst", "para", "sts"),
+                     ) -> optax.GradientTransformationExtraArgs:
+  """The training optimizer from `config.optim` and (optional) `config.pcgrad`.
+
+  `task_names` fixes the order of the task axis that PCGrad expects in the
+  stacked gradients; `config.pcgrad.tasks` names a subset of it.
+  """
+  optim_config = config.optim
+  task_names = tuple(task_names)
+  freeze = optim_config.freeze
+  _freeze_patterns(freeze)  # fail on a bad regex now, not inside the first jitted step
+
+  trainable_chain = []
+  if optim_config.clip_norm > 0:
+    trainable_chain.append(optax.clip_by_global_norm(float(optim_config.clip_norm)))
+  trainable_chain.append(optax.adamw(
+      create_learning_rate_schedule(optim_config, total_steps),
+      b1=float(optim_config.b1), b2=float(optim_config.b2), eps=float(optim_config.eps),
+      weight_decay=float(optim_config.weight_decay), mask=decay_mask))
+  labels = lambda tree: trainable_labels(tree, freeze)
+  partitioned = optax.partition(
+      {TRAINABLE: optax.chain(*trainable_chain), FROZEN: optax.set_to_zero()}, labels)
+
+  pcgrad_config = config.pcgrad if "pcgrad" in config else default_pcgrad_config()
+  if not pcgrad_config.enabled:
+    return partitioned
+  surgery = [pcgrad(len(task_names), _pcgrad_task_indices(task_names, pcgrad_config.tasks),
+                    reduction=pcgrad_config.reduction)]
+  if freeze:
+    frozen_mask = lambda tree: jax.tree.map(lambda label: label == FROZEN, labels(tree))
+    surgery.insert(0, optax.masked(optax.set_to_zero(), frozen_mask))
+  return optax.chain(*surgery, partitioned)
