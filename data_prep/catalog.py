@@ -1,0 +1,79 @@
+"""Finding, preparing and reading the bert_jax TFDS datasets.
+
+The TFDS data directory defaults to TFDS's own default ($TFDS_DATA_DIR, else
+~/tensorflow_datasets): prepared datasets are then shared by every clone and
+run on the machine, which is what "prepared once" should mean. Pass
+`tfds_dir` (or --tfds_dir) to keep them elsewhere, e.g. per test.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from collections.abc import Mapping
+
+import tensorflow_datasets as tfds
+
+from data_prep.builders import BUILDERS
+from data_prep.tokenized import Source
+
+
+def resolve_tfds_dir(tfds_dir: str | os.PathLike | None = None) -> pathlib.Path:
+  if tfds_dir:
+    return pathlib.Path(tfds_dir).expanduser()
+  return pathlib.Path(os.environ.get("TFDS_DATA_DIR") or tfds.core.constants.DATA_DIR).expanduser()
+
+
+def get_builder(source: Source, *, tfds_dir: str | os.PathLike | None = None, prepare: bool = True,
+                manual_dir: str | os.PathLike | None = None,
+                builder_kwargs: Mapping | None = None) -> tfds.core.DatasetBuilder:
+  """The builder of `source`, prepared (generated from the source files) if needed.
+
+  Raises:
+    ValueError: an unknown builder or config name.
+    FileNotFoundError: not prepared and `prepare=False`.
+    data_prep.errors.DataError / MissingDataFileError: from preparing.
+  """
+  builder_cls = BUILDERS.get(source.builder)
+  if builder_cls is None:
+    raise ValueError(f"unknown dataset {source.builder!r} in {source}; known: {sorted(BUILDERS)}")
+  configs = [c.name for c in builder_cls.BUILDER_CONFIGS]
+  if source.config is not None and source.config not in configs:
+    raise ValueError(f"{source}: {source.builder} has no config {source.config!r}; configs: {configs}")
+  data_dir = resolve_tfds_dir(tfds_dir)
+  builder = builder_cls(config=source.config, data_dir=os.fspath(data_dir), **dict(builder_kwargs or {}))
+  if not builder.is_prepared():
+    if not prepare:
+      raise FileNotFoundError(f"{source}: not prepared in {builder.data_dir}; run "
+                              f"`python -m data_prep.prepare --tfds_dir={data_dir}` first")
+    download_config = tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir) if manual_dir else None)
+    builder.download_and_prepare(download_config=download_config)
+  return builder
+
+
+def read_split(builder: tfds.core.DatasetBuilder, split: str) -> list[dict]:
+  """Every example of a prepared split, in file order, with text decoded to str."""
+  data_source = builder.as_data_source(split=split)
+  examples = data_source.__getitems__(list(range(len(data_source))))
+  return [{key: value.decode("utf-8") if isinstance(value, bytes) else value for key, value in e.items()}
+          for e in examples]
+
+
+def provenance(builder: tfds.core.DatasetBuilder, split: str) -> dict:
+  """What a result should record about the data it used: dataset, version, sizes, skips, split rule."""
+  metadata = builder.info.metadata or {}
+  files = {name: entry for name, entry in metadata.get("source_files", {}).items()
+           if split in entry.get("splits", [])}
+  skipped = {name: metadata.get("skipped_rows", {}).get(name, {}) for name in files}
+  record = {
+      "dataset": f"{builder.name}/{builder.builder_config.name}",
+      "version": str(builder.version),
+      "split": split,
+      "num_examples": builder.info.splits[split].num_examples,
+      "source_files": {name: entry.get("sha256", "")[:12] for name, entry in files.items()},
+      "skipped_rows": {name: counts for name, counts in skipped.items() if counts},
+  }
+  for key in ("quora_split", "quora_split_rule", "label_mapping", "label_transform"):
+    if key in metadata:
+      record[key] = metadata[key]
+  return record

@@ -1,0 +1,271 @@
+"""From prepared datasets to padded, bucketed, device-divisible numpy batches.
+
+Everything here is plain numpy and deterministic: which examples form which
+batch in epoch e is a pure function of (seed, task, epoch, batch size), so an
+iterator's state is a few integers (`get_state`/`set_state`) and a resumed
+run sees exactly the batches it would have seen. (grain's MapDataset could
+carry such state too, but bucketing with leftover promotion is not one of its
+transformations, and the plan below is short and exact.)
+
+Batches follow the project contract: `input_ids`, `attention_mask`,
+`token_type_ids` ([B, L], or [B, 2, L] for separately encoded pairs), `labels`,
+`weights` (1 real, 0 filler) and `index` (row in the split, -1 for filler).
+
+How a training epoch is cut into batches (`plan_epoch`): shuffle the
+examples, put each into the smallest bucket that holds it, cut every bucket
+into full batches from the shortest bucket up; the examples left over in a
+bucket (fewer than a batch) are promoted into the next longer bucket, whose
+length holds them too. Only the leftover of the longest bucket makes a final
+partial batch, topped up with weight-0 filler rows. So every example is seen
+exactly once per epoch, all batches but at most one are full, and an epoch of
+N examples is ceil(N / batch_size) steps. Batch order is shuffled at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+
+import numpy as np
+
+from data_prep import bucketing
+from data_prep.tokenized import EncodedSplit, Source, encode_source
+
+TASKS = ("sst", "para", "sts")
+TASK_IDS = {task: i for i, task in enumerate(TASKS)}  # folded into shuffling seeds
+CFIMDB_VARIANTS = ("polar", "not_polar")
+QUORA_SPLITS = ("dev_90_10", "official")
+
+
+def task_sources(task: str, split: str, *, cfimdb: str | None = None, sick: bool = False,
+                 quora_split: str = "dev_90_10") -> list[Source]:
+  """The TFDS splits that make up `task`'s `split` ("train", "validation" or "test").
+
+  Extra data joins training only: `cfimdb` ("polar"/"not_polar") adds CFIMDB
+  train to SST train, `sick=True` adds SICK train to STS train. Validation and
+  test are always the course's own splits, so scores stay comparable.
+  """
+  if task not in TASKS:
+    raise ValueError(f"unknown task {task!r}; tasks: {TASKS}")
+  if cfimdb is not None and cfimdb not in CFIMDB_VARIANTS:
+    raise ValueError(f"cfimdb={cfimdb!r}; expected one of {CFIMDB_VARIANTS} or None")
+  if quora_split not in QUORA_SPLITS:
+    raise ValueError(f"quora_split={quora_split!r}; expected one of {QUORA_SPLITS}")
+  main = {"sst": Source("cs224n_sst", split), "para": Source("cs224n_quora", split, quora_split),
+          "sts": Source("cs224n_sts", split)}[task]
+  sources = [main]
+  if split == "train" and task == "sst" and cfimdb:
+    sources.append(Source("cfimdb", "train", cfimdb))
+  if split == "train" and task == "sts" and sick:
+    sources.append(Source("sick", "train", "relatedness"))
+  return sources
+
+
+def load_task_split(task: str, sources: Sequence[Source | str], tokenizer, *, max_length: int = 128,
+                    pair_encoding: str = "separate", tfds_dir: str | os.PathLike | None = None,
+                    cache_dir: str | os.PathLike | None = None, prepare: bool = True,
+                    builder_kwargs: Mapping | None = None) -> EncodedSplit:
+  """The concatenated, tokenized sources of one task split (see `encode_source` for the arguments)."""
+  parts = [encode_source(Source.parse(s) if isinstance(s, str) else s, tokenizer, max_length=max_length,
+                         pair_encoding=pair_encoding, tfds_dir=tfds_dir, cache_dir=cache_dir,
+                         prepare=prepare, builder_kwargs=builder_kwargs)
+           for s in sources]
+  expected_pair = task != "sst"
+  for part in parts:
+    if part.pair != expected_pair:
+      raise ValueError(f"task {task!r} needs {'sentence pairs' if expected_pair else 'single sentences'}, "
+                       f"but {part.name} has {'pairs' if part.pair else 'single sentences'}")
+  return EncodedSplit.concatenate(parts, name=f"{task}:" + "+".join(p.name for p in parts))
+
+
+# ---------------------------------------------------------------------------
+# Devices
+
+def check_batch_size(batch_size: int, num_devices: int, what: str = "global batch size") -> None:
+  """Raises unless every device gets the same, non-zero number of examples."""
+  if batch_size < num_devices or batch_size % num_devices:
+    raise ValueError(f"{what} {batch_size} is not a positive multiple of the local device count "
+                     f"{num_devices}; use e.g. {max(1, round(batch_size / num_devices)) * num_devices}")
+
+
+def local_device_count() -> int:
+  import jax  # only here: the rest of the pipeline is numpy
+  return jax.local_device_count()
+
+
+def shard_batch(batch: Mapping[str, np.ndarray], num_devices: int) -> dict[str, np.ndarray]:
+  """[B, ...] -> [num_devices, B / num_devices, ...], the layout `jax.pmap` maps over.
+
+  For `jax.jit` over a mesh, keep the [B, ...] batch and let the trainer place
+  it with `jax.make_array_from_process_local_data(NamedSharding(mesh, P("data")), x)`.
+  """
+  out = {}
+  for key, value in batch.items():
+    check_batch_size(value.shape[0], num_devices, what=f"batch[{key!r}] leading axis")
+    out[key] = value.reshape(num_devices, value.shape[0] // num_devices, *value.shape[1:])
+  return out
+
+
+# ---------------------------------------------------------------------------
+# Training batches
+
+@dataclasses.dataclass(frozen=True)
+class PlannedBatch:
+  length: int  # bucket length L
+  indices: np.ndarray  # [batch_size] example rows, -1 for filler
+
+
+def plan_epoch(example_rows: np.ndarray, bucket_of: np.ndarray, buckets: Sequence[int], batch_size: int,
+               rng: np.random.Generator) -> list[PlannedBatch]:
+  """One epoch over `example_rows` cut into bucketed batches (see the module doc).
+
+  `bucket_of[r]` is the bucket index of example row r; the result depends only
+  on its arguments and the state of `rng`.
+  """
+  order = rng.permutation(np.asarray(example_rows, dtype=np.int64))
+  slot = bucket_of[order]
+  batches = []
+  carry = np.zeros(0, dtype=np.int64)
+  for k, length in enumerate(buckets):
+    members = np.concatenate([carry, order[slot == k]])
+    num_full = len(members) // batch_size
+    for b in range(num_full):
+      batches.append(PlannedBatch(int(length), members[b * batch_size:(b + 1) * batch_size]))
+    carry = members[num_full * batch_size:]
+  if len(carry):
+    # The smallest bucket that holds every leftover: filler rows cost less padding.
+    length = buckets[int(bucket_of[carry].max())]
+    filler = np.full(batch_size - len(carry), -1, dtype=np.int64)
+    batches.append(PlannedBatch(int(length), np.concatenate([carry, filler])))
+  return [batches[i] for i in rng.permutation(len(batches))]
+
+
+class TrainBatches:
+  """Endless, reshuffled epochs of bucketed training batches of one task.
+
+  `next_batch(batch_size)` may be asked for a different batch size than the
+  previous call (the annealed multi-task sampler changes it between epochs):
+  the rest of the current epoch is then re-planned at the new size, so still
+  no example is dropped or repeated within an epoch. The state records the
+  epoch and one [batch_size, position] segment per size used in it.
+  """
+
+  def __init__(self, split: EncodedSplit, buckets: Sequence[int], *, batch_size: int, seed: int,
+               task: str, num_devices: int = 1):
+    check_batch_size(batch_size, num_devices)
+    self.split = split
+    self.buckets = tuple(buckets)
+    self.bucket_of = bucketing.bucket_index(split.lengths, self.buckets)
+    self.batch_size = batch_size
+    self.num_devices = num_devices
+    self.seed = seed
+    # A fixed number per task (not hash(), which Python salts per process).
+    self.task_id = TASK_IDS.get(task, zlib.crc32(task.encode()))
+    self._epoch = 0
+    self._segments: list[list[int]] = [[batch_size, 0]]
+    self._plan: list[PlannedBatch] | None = None
+
+  def steps_per_epoch(self, batch_size: int | None = None) -> int:
+    return math.ceil(len(self.split) / (batch_size or self.batch_size))
+
+  @property
+  def epoch(self) -> int:
+    return self._epoch
+
+  def get_state(self) -> dict:
+    return {"epoch": self._epoch, "segments": [list(s) for s in self._segments]}
+
+  def set_state(self, state: Mapping) -> None:
+    self._epoch = int(state["epoch"])
+    self._segments = [[int(b), int(p)] for b, p in state["segments"]]
+    self._plan = None
+
+  def _rng(self, segment: int) -> np.random.Generator:
+    return np.random.default_rng([self.seed, self.task_id, self._epoch, segment])
+
+  def _current_plan(self) -> list[PlannedBatch]:
+    """The plan of the current segment, rebuilt from the state if needed (e.g. after set_state)."""
+    if self._plan is None:
+      rows = np.arange(len(self.split))
+      for k, (batch_size, position) in enumerate(self._segments):
+        plan = plan_epoch(rows, self.bucket_of, self.buckets, batch_size, self._rng(k))
+        if k < len(self._segments) - 1:  # the examples this segment did not reach
+          rows = _unvisited(plan, position)
+      self._plan = plan
+    return self._plan
+
+  def next_batch(self, batch_size: int | None = None) -> dict[str, np.ndarray]:
+    batch_size = batch_size or self.batch_size
+    check_batch_size(batch_size, self.num_devices)
+    plan = self._current_plan()
+    current_size, position = self._segments[-1]
+    if position >= len(plan):  # epoch done: a fresh shuffle at the requested size
+      self._epoch += 1
+      self._segments = [[batch_size, 0]]
+      self._plan = None
+    elif batch_size != current_size:  # re-plan the rest of this epoch at the new size
+      rows = _unvisited(plan, position)
+      self._segments.append([batch_size, 0])
+      self._plan = plan_epoch(rows, self.bucket_of, self.buckets, batch_size,
+                              self._rng(len(self._segments) - 1))
+    plan = self._current_plan()
+    planned = plan[self._segments[-1][1]]
+    self._segments[-1][1] += 1
+    return self.split.collate(planned.indices, planned.length)
+
+  def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+    while True:
+      yield self.next_batch()
+
+
+def _unvisited(plan: Sequence[PlannedBatch], position: int) -> np.ndarray:
+  if position >= len(plan):
+    return np.zeros(0, dtype=np.int64)
+  rows = np.concatenate([b.indices for b in plan[position:]])
+  return rows[rows >= 0]
+
+
+# ---------------------------------------------------------------------------
+# Evaluation batches
+
+def eval_plan(split: EncodedSplit, batch_size: int, buckets: Sequence[int]) -> list[PlannedBatch]:
+  """Evaluation batches in a fixed order: bucket by bucket, file order within a bucket.
+
+  Leftovers are promoted as in training, so only the very last batch is
+  partial; it is filled with weight-0 rows (index -1). Examples longer than
+  every bucket get an overflow bucket of max_length (`buckets_covering`).
+  """
+  buckets = bucketing.buckets_covering(split.lengths, buckets, split.max_length)
+  bucket_of = bucketing.bucket_index(split.lengths, buckets)
+  order = np.argsort(bucket_of, kind="stable")
+  batches, carry = [], np.zeros(0, dtype=np.int64)
+  for k, length in enumerate(buckets):
+    members = np.concatenate([carry, order[bucket_of[order] == k]])
+    num_full = len(members) // batch_size
+    for b in range(num_full):
+      batches.append(PlannedBatch(int(length), members[b * batch_size:(b + 1) * batch_size]))
+    carry = members[num_full * batch_size:]
+  if len(carry):
+    length = buckets[int(bucket_of[carry].max())]
+    batches.append(PlannedBatch(int(length), np.concatenate(
+        [carry, np.full(batch_size - len(carry), -1, dtype=np.int64)])))
+  return batches
+
+
+def eval_batches(split: EncodedSplit, batch_size: int, buckets: Sequence[int],
+                 num_devices: int = 1) -> Iterator[dict[str, np.ndarray]]:
+  """Every example of `split` exactly once (weight 1), in fixed-size bucketed batches.
+
+  For unlabeled splits (`split.labeled` is False) labels are -1: write
+  predictions keyed by `split.ids[batch["index"]]` (where weights are 1).
+  """
+  check_batch_size(batch_size, num_devices, what="eval batch size")
+  for planned in eval_plan(split, batch_size, buckets):
+    yield split.collate(planned.indices, planned.length)
+
+
+def num_eval_batches(split: EncodedSplit, batch_size: int) -> int:
+  return math.ceil(len(split) / batch_size)

@@ -1,0 +1,129 @@
+"""The multi-task sampler: schedules, task proportions, device multiples and resume."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from data_prep import sampler as sampler_lib
+from data_prep.sampler import MultiTaskSampler, allocate_batch_sizes, anneal_alpha, task_weights
+from tests.test_data_pipeline import synthetic_split
+
+SIZES = {"sst": 40, "para": 100, "sts": 20}
+
+
+@pytest.fixture(scope="module")
+def splits():
+  rng = np.random.default_rng(0)
+  return {"sst": synthetic_split(rng.integers(3, 40, SIZES["sst"])),
+          "para": synthetic_split(rng.integers(3, 40, SIZES["para"]), pair_encoding="separate"),
+          "sts": synthetic_split(rng.integers(3, 40, SIZES["sts"]), pair_encoding="separate")}
+
+
+BUCKETS = {"sst": (16, 40), "para": (24, 40), "sts": (8, 16, 40)}
+
+
+def make(splits, **kwargs):
+  defaults = dict(schedule="round_robin", proportions="size", total_batch_size=16, num_epochs=3, seed=0)
+  return MultiTaskSampler(splits, BUCKETS, **{**defaults, **kwargs})
+
+
+def test_sequential_runs_one_task_epoch_after_another(splits):
+  sampler = make(splits, schedule="sequential", total_batch_size=8, num_epochs=2)
+  per_task = {t: math.ceil(n / 8) for t, n in SIZES.items()}
+  assert sampler.steps_per_epoch(0) == sum(per_task.values()) == 5 + 13 + 3
+  steps = list(sampler)
+  assert len(steps) == sampler.total_steps() == 2 * 21
+  tasks = [next(iter(step)) for step in steps]
+  assert all(len(step) == 1 for step in steps)
+  assert tasks[:21] == ["sst"] * 5 + ["para"] * 13 + ["sts"] * 3
+  assert tasks[21:] == tasks[:21]
+  # Each task's epoch covers its examples exactly once.
+  index = np.concatenate([s["para"]["index"] for s in steps[5:18]])
+  assert sorted(index[index >= 0]) == list(range(SIZES["para"]))
+
+
+def test_round_robin_has_every_task_every_step(splits):
+  sampler = make(splits, total_batch_size=16, num_epochs=2)
+  assert sampler.steps_per_epoch() == math.ceil(sum(SIZES.values()) / 16) == 10
+  steps = list(sampler)
+  assert len(steps) == 20
+  sizes = sampler.batch_sizes(0)
+  for step in steps:
+    assert set(step) == {"sst", "para", "sts"}
+    assert {t: b["labels"].shape[0] for t, b in step.items()} == sizes
+  assert sampler.epoch == 2 and sampler.step_in_epoch == 0 and sampler.global_step == 20
+
+
+@pytest.mark.parametrize("proportions,expected", [
+    ("size", {"sst": 4, "para": 10, "sts": 2}),       # 16 * (40, 100, 20) / 160
+    ("balanced", {"sst": 6, "para": 5, "sts": 5}),    # 16 / 3, largest remainders; ties to the first
+])
+def test_proportions(proportions, expected, splits):
+  assert make(splits, proportions=proportions).batch_sizes(0) == expected
+
+
+def test_annealed_proportions_go_from_size_to_square_root(splits):
+  sampler = make(splits, proportions="annealed", total_batch_size=160, num_epochs=5)
+  assert anneal_alpha(0, 5) == 1.0 and anneal_alpha(4, 5) == 0.5 and anneal_alpha(2, 5) == 0.75
+  assert sampler.batch_sizes(0) == {"sst": 40, "para": 100, "sts": 20}
+  sqrt = {t: math.sqrt(n) for t, n in SIZES.items()}
+  last = sampler.batch_sizes(4)
+  for t in SIZES:  # proportional to sqrt(N_t), up to rounding to whole examples
+    assert last[t] == pytest.approx(160 * sqrt[t] / sum(sqrt.values()), abs=1)
+  assert sum(last.values()) == 160
+  assert last["para"] < 100 and last["sts"] > 20  # large task shrinks, small task grows
+
+
+def test_batch_sizes_are_device_multiples_that_sum_to_the_total():
+  weights = task_weights({"sst": 8544, "para": 141_000, "sts": 6040}, "size")
+  sizes = allocate_batch_sizes(weights, total_batch_size=64, num_devices=8)
+  assert sum(sizes.values()) == 64 and all(s % 8 == 0 and s >= 8 for s in sizes.values())
+  assert sizes == {"sst": 8, "para": 48, "sts": 8}  # each task gets at least one example per device
+  with pytest.raises(ValueError, match="cannot give each of 3 tasks one example per device"):
+    allocate_batch_sizes(weights, total_batch_size=16, num_devices=8)
+  with pytest.raises(ValueError, match="total batch size 20 .* device count 8"):
+    allocate_batch_sizes(weights, total_batch_size=20, num_devices=8)
+
+
+def test_round_robin_with_eight_devices(splits):
+  sampler = make(splits, total_batch_size=32, num_devices=8, proportions="annealed")
+  for step in range(sampler.total_steps()):
+    batches = next(sampler)
+    assert all(b["input_ids"].shape[0] % 8 == 0 for b in batches.values())
+  with pytest.raises(StopIteration):
+    next(sampler)
+
+
+@pytest.mark.parametrize("schedule,proportions", [("sequential", "size"), ("round_robin", "annealed")])
+def test_resumed_sampler_yields_exactly_the_same_batches(schedule, proportions, splits):
+  original = make(splits, schedule=schedule, proportions=proportions, total_batch_size=16, num_epochs=3)
+  for _ in range(original.steps_per_epoch() + 3):  # past an epoch boundary (and, annealed, a size change)
+    next(original)
+  state = json.loads(json.dumps(original.get_state()))
+  restored = make(splits, schedule=schedule, proportions=proportions, total_batch_size=16, num_epochs=3)
+  restored.set_state(state)
+  assert (restored.epoch, restored.step_in_epoch) == (original.epoch, original.step_in_epoch)
+  remaining = list(original)
+  again = list(restored)
+  assert len(again) == len(remaining) > 0
+  for expected, actual in zip(remaining, again):
+    assert expected.keys() == actual.keys()
+    for task in expected:
+      for key in expected[task]:
+        np.testing.assert_array_equal(actual[task][key], expected[task][key])
+
+
+def test_state_from_other_settings_is_refused(splits):
+  state = make(splits, seed=0).get_state()
+  with pytest.raises(ValueError, match=r"different settings \['seed'\]"):
+    make(splits, seed=1).set_state(state)
+
+
+def test_unknown_schedule_or_proportions(splits):
+  with pytest.raises(ValueError, match="schedule='random'"):
+    make(splits, schedule="random")
+  with pytest.raises(ValueError, match="proportions='uniform'"):
+    make(splits, proportions="uniform")
+  assert sampler_lib.SCHEDULES == ("sequential", "round_robin")
