@@ -1,0 +1,19 @@
+"""The default recipe, then a final stage with the encoder frozen.
+
+After the main training, the best checkpoint is restored, the encoder frozen
+(no gradients, no Adam state for it) and the heads trained one task per epoch at
+lr 1e-6, as in the report; the better of the two stages is kept.
+
+  python -m train.main --config=train/configs/frozen_stage.py --workdir=workdirs/frozen_stage
+"""
+
+from train.configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.name = "frozen_stage"
+  config.frozen_stage.enabled = True
+  config.frozen_stage.epochs_per_task = 1
+  config.frozen_stage.learning_rate = 1e-6
+  return config

@@ -1,0 +1,112 @@
+"""Data parallelism over every local device: `jit` over a one-axis mesh, or `pmap`.
+
+Both wrap the same step body from `steps.py`. With `jit` the arrays are global:
+the batch is sharded along a `data` mesh axis, the state replicated, and XLA
+inserts the gradient all-reduce (this is also what multi-host runs use, since
+each host contributes only its local rows). With `pmap` the step sees one
+device's shard and averages gradients with `pmean` itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+def maybe_initialize_distributed() -> None:
+  """Joins a multi-host job when the environment describes one (TPU pod, SLURM, coordinator env)."""
+  markers = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES",
+             "MEGASCALE_COORDINATOR_ADDRESS")
+  slurm_multi = int(os.environ.get("SLURM_NTASKS", "1")) > 1
+  ompi_multi = int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
+  workers = os.environ.get("TPU_WORKER_HOSTNAMES", "")
+  multi_tpu = "," in workers
+  if any(os.environ.get(m) for m in markers if m != "TPU_WORKER_HOSTNAMES") or multi_tpu \
+      or slurm_multi or ompi_multi:
+    if not jax.distributed.is_initialized():
+      jax.distributed.initialize()
+      logging.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
+
+
+@dataclasses.dataclass
+class DataParallel:
+  """Places state and batches on devices and compiles the step for one mode."""
+  mode: str  # "jit" or "pmap"
+  devices: list
+
+  @classmethod
+  def create(cls, mode: str = "jit", num_devices: int = 0) -> "DataParallel":
+    if mode not in ("jit", "pmap"):
+      raise ValueError(f"parallel mode must be 'jit' or 'pmap', got {mode!r}")
+    devices = jax.local_devices() if mode == "pmap" else jax.devices()
+    if num_devices:
+      if num_devices > len(devices):
+        raise ValueError(f"asked for {num_devices} devices but only {len(devices)} are visible")
+      devices = devices[:num_devices]
+    return cls(mode, devices)
+
+  @property
+  def num_local_devices(self) -> int:
+    return len([d for d in self.devices if d.process_index == jax.process_index()])
+
+  @property
+  def mesh(self) -> Mesh:
+    return Mesh(np.asarray(self.devices), (DATA_AXIS,))
+
+  def replicate(self, tree: Any) -> Any:
+    if self.mode == "pmap":
+      return jax.device_put_replicated(tree, self.devices)
+    return jax.device_put(tree, NamedSharding(self.mesh, P()))
+
+  def unreplicate(self, tree: Any) -> Any:
+    """A single copy of a replicated tree (on device; `jax.device_get` it to read it)."""
+    if self.mode == "pmap":
+      return jax.tree.map(lambda x: x[0], tree)
+    return tree
+
+  def put_batch(self, batch: Any) -> Any:
+    """Sends this process's rows of a batch to its devices, split along the leading axis."""
+    n = self.num_local_devices
+    def check(x):
+      if x.shape[0] % n:
+        raise ValueError(f"batch of {x.shape[0]} rows does not split over {n} devices")
+      return x
+    batch = jax.tree.map(check, batch)
+    if self.mode == "pmap":
+      return jax.device_put_sharded(
+          [jax.tree.map(lambda x, i=i: x[i * (x.shape[0] // n):(i + 1) * (x.shape[0] // n)], batch)
+           for i in range(n)], self.devices)
+    sharding = NamedSharding(self.mesh, P(DATA_AXIS))
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+
+  def compile_train_step(self, make_step: Callable[[str | None], Callable]) -> Callable:
+    """`make_step(axis_name)` builds the body; returns the jitted/pmapped step, state donated."""
+    if self.mode == "pmap":
+      step = jax.pmap(make_step(DATA_AXIS), axis_name=DATA_AXIS, in_axes=(0, 0, None),
+                      donate_argnums=(0,))
+      return step
+    replicated = NamedSharding(self.mesh, P())
+    return jax.jit(make_step(None), donate_argnums=(0,), out_shardings=(replicated, replicated))
+
+  def compile_predict_step(self, predict_step: Callable) -> Callable:
+    if self.mode == "pmap":
+      return jax.pmap(predict_step, axis_name=DATA_AXIS)
+    return jax.jit(predict_step)
+
+  def gather(self, outputs: Any) -> Any:
+    """Host numpy of per-example outputs, in batch order."""
+    if jax.process_count() > 1 and self.mode == "jit":
+      from jax.experimental import multihost_utils
+      outputs = multihost_utils.process_allgather(outputs, tiled=True)
+    outputs = jax.device_get(outputs)
+    if self.mode == "pmap":
+      return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), outputs)
+    return outputs

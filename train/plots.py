@@ -1,0 +1,60 @@
+"""PNG plots of a run from its `metrics.jsonl`: loss curves, dev scores, PCGrad cosines."""
+
+from __future__ import annotations
+
+import collections
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on training boxes
+import matplotlib.pyplot as plt  # noqa: E402
+
+from train.metric_writer import read_metrics  # noqa: E402
+
+
+def _series(rows, kind, prefix):
+  series = collections.defaultdict(lambda: ([], []))
+  for row in rows:
+    if row["kind"] != kind:
+      continue
+    for name, value in row.items():
+      if name.startswith(prefix):
+        series[name[len(prefix):]][0].append(row["step"])
+        series[name[len(prefix):]][1].append(value)
+  return series
+
+
+def plot_run(workdir: str) -> list[str]:
+  """Writes training_curves.png (and gradient_conflicts.png with PCGrad); returns the paths."""
+  rows = read_metrics(os.path.join(workdir, "metrics.jsonl"))
+  written = []
+  fig, (ax_loss, ax_dev) = plt.subplots(1, 2, figsize=(12, 4.5))
+  for task, (steps, values) in sorted(_series(rows, "train", "loss/").items()):
+    ax_loss.plot(steps, values, label=task)
+  ax_loss.set(title="training loss", xlabel="step", yscale="log")
+  ax_loss.legend()
+  for name, (steps, values) in sorted(_series(rows, "eval", "dev/").items()):
+    ax_dev.plot(steps, values, marker="o", label=name)
+  ax_dev.set(title="dev scores", xlabel="step")
+  ax_dev.legend(fontsize=8)
+  fig.tight_layout()
+  path = os.path.join(workdir, "training_curves.png")
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  written.append(path)
+
+  cosines = _series(rows, "train", "pcgrad/cosine/")
+  if cosines:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for pair, (steps, values) in sorted(cosines.items()):
+      ax.plot(steps, values, label=pair)
+    ax.axhline(0.0, color="gray", lw=0.8)
+    ax.set(title="cosine between task gradients (< 0: conflict, PCGrad projects)", xlabel="step")
+    ax.legend()
+    fig.tight_layout()
+    path = os.path.join(workdir, "gradient_conflicts.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    written.append(path)
+  return written

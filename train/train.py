@@ -1,0 +1,367 @@
+"""`train_and_evaluate(config, workdir)`: the multitask training run, end to end.
+
+It loads the pretrained encoder, builds the task data, trains with the schedule
+the config names (sequential or round-robin, summed gradients or PCGrad),
+evaluates on dev after every epoch, checkpoints (latest + best) with Orbax,
+optionally runs the frozen-encoder stage, and finally writes dev and test
+predictions in the course's format, metrics, a results table and plots.
+
+The hot loop never waits on the device: metrics stay on device until a logging
+point, the next batches are put on device by a background thread, and the state
+is donated to each step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import queue
+import threading
+import time
+from typing import Any, Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from tqdm import tqdm
+
+from bert_jax import checkpoints as bert_checkpoints
+from bert_jax import heads
+from train import data as task_data_lib
+from train import metrics as metrics_lib
+from train import optim, plots, steps
+from train.checkpointing import RunCheckpoints
+from train.metric_writer import MetricWriter
+from train.parallel import DataParallel, maybe_initialize_distributed
+from train.state import TrainState
+
+TASKS = ("sst", "para", "sts")
+
+
+class NonFiniteLossError(FloatingPointError):
+  """Training produced a non-finite loss; the last good checkpoint is kept."""
+
+
+def enable_compilation_cache(config: ml_collections.ConfigDict) -> str:
+  """Persistent XLA cache, so a second start of the same run doesn't recompile."""
+  directory = config.get("compilation_cache_dir") or os.path.join(
+      os.path.expanduser("~"), ".cache", "bert_jax", "jax_compilation_cache")
+  jax.config.update("jax_compilation_cache_dir", directory)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  return directory
+
+
+def build_model(config: ml_collections.ConfigDict, bert_config) -> heads.MultitaskBert:
+  m = config.model
+  return heads.MultitaskBert(
+      config=bert_config, dtype=jnp.dtype(config.dtype), sentiment_pooling=m.sentiment_pooling,
+      pair_pooling=m.pair_pooling, paraphrase_head=m.paraphrase_head,
+      similarity_head=m.similarity_head, share_para_sts=m.share_para_sts,
+      head_dropout=m.head_dropout, head_hidden_dim=m.head_hidden_dim)
+
+
+@dataclasses.dataclass
+class Stage:
+  """One training stage: its optimizer, compiled step and checkpoint directory."""
+  name: str
+  state: Any
+  step_fn: Any
+  checkpoints: RunCheckpoints
+  total_steps: int
+  epoch_ends: list[int]
+  stream: Any
+
+
+def _device_batches(stream, parallel: DataParallel, size: int = 2) -> Iterator[tuple[Any, dict]]:
+  """Puts the next batches on device in a background thread, overlapped with compute.
+
+  Each item carries the stream's state *after* that batch, so a checkpoint taken
+  after consuming it resumes exactly at the next batch, whatever was prefetched.
+  """
+  q: queue.Queue = queue.Queue(maxsize=size)
+  stop = threading.Event()
+
+  def produce():
+    try:
+      while not stop.is_set():
+        batches = next(stream)
+        item = ({t: parallel.put_batch(b) for t, b in batches.items()}, stream.get_state())
+        while not stop.is_set():
+          try:
+            q.put(item, timeout=0.1)
+            break
+          except queue.Full:
+            continue
+    except BaseException as e:  # surfaced in the consumer
+      q.put(e)
+
+  thread = threading.Thread(target=produce, daemon=True)
+  thread.start()
+  try:
+    while True:
+      item = q.get()
+      if isinstance(item, BaseException):
+        raise item
+      yield item
+  finally:
+    stop.set()
+
+
+class Trainer:
+  """Holds what the stages share: model, data, devices, writer, workdir."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    self.config = config
+    self.workdir = workdir
+    os.makedirs(workdir, exist_ok=True)
+    maybe_initialize_distributed()
+    self.parallel = DataParallel.create(config.parallel.mode, config.parallel.num_devices)
+    self.pretrained = bert_checkpoints.load_hf_checkpoint(config.checkpoint)
+    self.model = build_model(config, self.pretrained.config)
+    self.data = task_data_lib.TaskData.create(config, self.pretrained.tokenizer)
+    self.writer = MetricWriter(workdir) if jax.process_index() == 0 else None
+    self.base_rng = jax.random.key(config.seed)
+    self._predict_fns = {}
+
+  # ---- parameters and stages ------------------------------------------------------------------
+
+  def initial_params(self) -> Any:
+    example = self.data.example_batches()
+    return heads.init_params(self.model, jax.random.fold_in(self.base_rng, -1), example,
+                             pretrained_bert=self.pretrained.params)
+
+  def make_stage(self, name: str, params: Any, *, schedule: str, num_epochs: int,
+                 optim_config, pcgrad_config) -> Stage:
+    config = self.config
+    stream = self.data.train_stream(schedule=schedule, proportions=config.proportions,
+                                    batch_size=config.batch_size, num_epochs=num_epochs,
+                                    seed=config.seed, num_devices=self.parallel.num_local_devices)
+    epoch_ends = list(np.cumsum([stream.steps_per_epoch(e) for e in range(num_epochs)]))
+    total_steps = int(epoch_ends[-1])
+    if config.max_steps > 0:
+      total_steps = min(total_steps, config.max_steps)
+    stage_config = ml_collections.ConfigDict({"optim": optim_config, "pcgrad": pcgrad_config})
+    tx = optim.create_optimizer(stage_config, total_steps, task_names=TASKS)
+    frozen = frozenset(p for p, label in optim.trainable_labels_flat(params, optim_config.freeze).items()
+                       if label == "frozen")
+    state = self.parallel.replicate(TrainState.create(params, tx))
+
+    def make_step(axis_name):
+      return steps.make_train_step(
+          self.model, tx, task_order=TASKS, frozen_paths=frozen,
+          loss_weights=dict(config.loss_weights), similarity_loss=config.similarity_loss,
+          per_task_gradients=pcgrad_config.enabled, axis_name=axis_name)
+
+    return Stage(name, state, self.parallel.compile_train_step(make_step),
+                 RunCheckpoints(os.path.join(self.workdir, "checkpoints", name),
+                                best_metric=config.get("best_metric", "overall_mean")),
+                 total_steps, [int(e) for e in epoch_ends], stream)
+
+  # ---- evaluation -------------------------------------------------------------------------------
+
+  def predict(self, params: Any, task: str, split: str) -> np.ndarray:
+    """Predictions for every example of a split, in split order (padding rows dropped)."""
+    if task not in self._predict_fns:
+      self._predict_fns[task] = self.parallel.compile_predict_step(steps.make_predict_step(self.model, task))
+    fn = self._predict_fns[task]
+    predictions = np.zeros(self.data.num_examples(task, split), np.float32)
+    for batch in self.data.eval_batches(task, split, self.config.eval_batch_size,
+                                        self.parallel.num_local_devices):
+      outputs = self.parallel.gather(fn(params, self.parallel.put_batch(batch)))
+      values = np.asarray(heads.predict(task, outputs))
+      real = batch["weights"] > 0
+      predictions[batch["index"][real]] = values[real]
+    return predictions
+
+  def evaluate(self, params: Any, *, write_predictions: bool = False, out_dir: str | None = None) -> dict:
+    scores = {}
+    for task in TASKS:
+      predictions = self.predict(params, task, "validation")
+      labels = self.data.labels(task, "validation")
+      scores[metrics_lib.TASK_METRIC[task]] = metrics_lib.task_score(task, predictions, labels)
+      if write_predictions:
+        metrics_lib.write_submission(os.path.join(out_dir, f"{task}-dev-output.csv"), task,
+                                     self.data.ids(task, "validation"), predictions)
+        test = self.predict(params, task, "test")
+        metrics_lib.write_submission(os.path.join(out_dir, f"{task}-test-output.csv"), task,
+                                     self.data.ids(task, "test"), test)
+    scores.update(metrics_lib.overall_scores(scores))
+    return scores
+
+  # ---- the loop ---------------------------------------------------------------------------------
+
+  def run_stage(self, stage: Stage) -> Stage:
+    """Trains a stage to its end, resuming from its latest checkpoint if there is one."""
+    config, parallel = self.config, self.parallel
+    progress = {"epoch": 0, "best": None}
+    latest = stage.checkpoints.latest_step()
+    if latest is not None:
+      restored, progress = stage.checkpoints.restore(latest, parallel.unreplicate(stage.state))
+      stage.state = parallel.replicate(restored)
+      stage.stream.set_state(progress["data"])
+      logging.info("%s: resumed from step %d in %s", stage.name, latest, self.workdir)
+    host_step = latest or 0
+    if host_step >= stage.total_steps:
+      return stage
+
+    pending, window_start, window_examples = [], time.perf_counter(), 0
+    bar = tqdm(total=stage.total_steps, initial=host_step, desc=stage.name, unit="step",
+               disable=jax.process_index() != 0)
+    data_state = progress.get("data")
+    batches_iter = _device_batches(stage.stream, parallel)
+    try:
+      while host_step < stage.total_steps:
+        batches, data_state = next(batches_iter)
+        rng = jax.random.fold_in(self.base_rng, host_step)
+        stage.state, step_metrics = stage.step_fn(stage.state, batches, rng)
+        host_step += 1
+        pending.append(step_metrics)
+        window_examples += sum(int(b["weights"].shape[0]) for b in batches.values())
+        bar.update(1)
+        epoch_end = host_step in stage.epoch_ends or host_step == stage.total_steps
+        if host_step % config.log_every_steps == 0 or epoch_end:
+          elapsed = time.perf_counter() - window_start
+          summary = self._log_train(host_step, pending, window_examples / max(elapsed, 1e-9))
+          bar.set_postfix(loss=f"{summary['loss_total']:.3f}", ex_s=f"{summary['examples_per_s']:.1f}")
+          pending, window_start, window_examples = [], time.perf_counter(), 0
+        if epoch_end:
+          progress["epoch"] = stage.epoch_ends.index(host_step) + 1 if host_step in stage.epoch_ends \
+              else progress["epoch"]
+          self._check_finite(stage)
+          scores = self.evaluate(parallel.unreplicate(stage.state).params)
+          self._log_eval(host_step, scores, stage.name)
+          progress["data"] = data_state
+          best = progress.get("best")
+          if best is None or scores[stage.checkpoints.best_metric] > best["score"]:
+            progress["best"] = {"score": scores[stage.checkpoints.best_metric], "step": host_step}
+          stage.checkpoints.save(host_step, parallel.unreplicate(stage.state), dict(progress),
+                                 metrics={k: float(v) for k, v in scores.items()})
+        elif host_step % config.checkpoint_every_steps == 0:
+          self._check_finite(stage)
+          progress["data"] = data_state
+          stage.checkpoints.save(host_step, parallel.unreplicate(stage.state), dict(progress))
+    finally:
+      bar.close()
+      batches_iter.close()
+      stage.checkpoints.wait()
+    return stage
+
+  def _check_finite(self, stage: Stage) -> None:
+    step, task = (int(x) for x in jax.device_get(parallel_first(self.parallel, stage.state.first_nonfinite)))
+    if step >= 0:
+      latest = stage.checkpoints.latest_step()
+      raise NonFiniteLossError(
+          f"non-finite {TASKS[task]} loss at step {step} (stage {stage.name}); parameters were not "
+          f"updated from that step on. The last good checkpoint is step {latest} in "
+          f"{stage.checkpoints.manager.directory}. Lower the learning rate or check the data.")
+
+  def _log_train(self, step: int, pending: list, examples_per_s: float) -> dict:
+    pending = jax.device_get(pending)  # the one host sync per logging window
+    first_nonfinite = parallel_first(self.parallel, pending[-1]["first_nonfinite"])
+    if first_nonfinite[0] >= 0:
+      raise NonFiniteLossError(
+          f"non-finite {TASKS[first_nonfinite[1]]} loss at step {first_nonfinite[0]}; parameters "
+          f"were not updated from that step on and no checkpoint was written after it.")
+    losses = {}
+    for task in TASKS:
+      values = [float(np.mean(m["loss"][task])) for m in pending if task in m["loss"]]
+      if values:
+        losses[task] = float(np.mean(values))
+    summary = {"loss": losses, "loss_total": float(sum(losses.values())),
+               "grad_norm": float(np.mean([np.mean(m["grad_norm"]) for m in pending])),
+               "examples_per_s": examples_per_s}
+    if "pcgrad" in pending[-1]:
+      cosine = np.mean([parallel_first(self.parallel, m["pcgrad"]["cosine"]) for m in pending], axis=0)
+      conflicts = np.mean([parallel_first(self.parallel, m["pcgrad"]["conflicts"]) for m in pending])
+      names = [t for t in TASKS]
+      summary["pcgrad"] = {"cosine": {f"{names[i]}-{names[j]}": float(cosine[i, j])
+                                      for i in range(len(names)) for j in range(i + 1, len(names))},
+                           "conflicts": float(conflicts)}
+    if self.writer:
+      self.writer.write(step, summary, kind="train")
+    return summary
+
+  def _log_eval(self, step: int, scores: dict, stage_name: str) -> None:
+    logging.info("%s step %d dev: %s", stage_name, step,
+                 ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))
+    if self.writer:
+      self.writer.write(step, {"dev": scores}, kind="eval")
+
+
+def parallel_first(parallel: DataParallel, value):
+  """One device's copy of a replicated value (pmap metrics carry a device axis)."""
+  value = np.asarray(jax.device_get(value))
+  return value[0] if parallel.mode == "pmap" else value
+
+
+def format_scores_table(scores: dict, data_description: str) -> str:
+  rows = [("SST accuracy", scores["sst_accuracy"]), ("Para accuracy", scores["para_accuracy"]),
+          ("STS Pearson r", scores["sts_pearson"]), ("overall (mean of the three)", scores["overall_mean"]),
+          ("overall (CS224N: r -> (r+1)/2)", scores["overall_cs224n"])]
+  width = max(len(name) for name, _ in rows)
+  lines = [f"dev scores ({data_description})", "-" * (width + 10)]
+  lines += [f"{name:<{width}}  {value:7.4f}" for name, value in rows]
+  return "\n".join(lines)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Runs the whole preset; returns the final dev scores of the best checkpoint."""
+  trainer = Trainer(config, workdir)
+  stage = trainer.make_stage("main", trainer.initial_params(), schedule=config.schedule,
+                             num_epochs=config.num_epochs, optim_config=config.optim,
+                             pcgrad_config=config.pcgrad)
+  stage = trainer.run_stage(stage)
+  best_stage = stage
+
+  if config.frozen_stage.enabled:
+    best_params = _restore_best_params(trainer, stage)
+    frozen_optim = ml_collections.ConfigDict(config.optim.to_dict())
+    frozen_optim.learning_rate = config.frozen_stage.learning_rate
+    frozen_optim.schedule = "constant"
+    frozen_optim.warmup_steps = 0
+    frozen_optim.freeze = ("^bert/",)
+    no_pcgrad = ml_collections.ConfigDict(dict(config.pcgrad.to_dict(), enabled=False))
+    frozen = trainer.make_stage("frozen_stage", best_params, schedule="sequential",
+                                num_epochs=config.frozen_stage.epochs_per_task,
+                                optim_config=frozen_optim, pcgrad_config=no_pcgrad)
+    frozen = trainer.run_stage(frozen)
+    main_best = _best_score(stage)
+    if _best_score(frozen) > main_best:
+      best_stage = frozen
+
+  params = _restore_best_params(trainer, best_stage)
+  scores = trainer.evaluate(params, write_predictions=True, out_dir=os.path.join(workdir, "predictions"))
+  description = trainer.data.description()
+  results = {"scores": scores, "data": description, "best_stage": best_stage.name,
+             "config": config.to_dict()}
+  with open(os.path.join(workdir, "results.json"), "w") as f:
+    json.dump(results, f, indent=2, default=str)
+  table = format_scores_table(scores, description.get("quora_split", ""))
+  if jax.process_index() == 0:
+    print(table, flush=True)
+    with open(os.path.join(workdir, "results.txt"), "w") as f:
+      f.write(table + "\n")
+    if trainer.writer:
+      trainer.writer.write(best_stage.checkpoints.best_step() or 0, {"final": scores}, kind="final")
+      trainer.writer.close()
+    plots.plot_run(workdir)
+  for s in {stage.name: stage, best_stage.name: best_stage}.values():
+    s.checkpoints.close()
+  return scores
+
+
+def _best_score(stage: Stage) -> float:
+  best = stage.checkpoints.best_step()
+  if best is None:
+    return -np.inf
+  return stage.checkpoints.restore_progress(best)["best"]["score"]
+
+
+def _restore_best_params(trainer: Trainer, stage: Stage) -> Any:
+  step = stage.checkpoints.best_step() or stage.checkpoints.latest_step()
+  restored, _ = stage.checkpoints.restore(step, trainer.parallel.unreplicate(stage.state))
+  return restored.params
