@@ -21,6 +21,10 @@ _WORKDIR = flags.DEFINE_string(
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    # Orbax and TFDS log every file they touch at INFO; progress bars and the results
+    # table are what a user reads. --verbosity=0 brings the INFO logs back.
+    logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value
   workdir = _WORKDIR.value or os.path.join("workdirs", config.name)
   from train import train  # after flag parsing, so --help is fast

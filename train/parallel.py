@@ -10,6 +10,7 @@ device's shard and averages gradients with `pmean` itself.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 from typing import Any, Callable
 
@@ -87,14 +88,21 @@ class DataParallel:
     sharding = NamedSharding(self.mesh, P(DATA_AXIS))
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
 
-  def compile_train_step(self, make_step: Callable[[str | None], Callable]) -> Callable:
-    """`make_step(axis_name)` builds the body; returns the jitted/pmapped step, state donated."""
+  def compile(self, make_body: Callable[[str | None], Callable], donate_argnums=()) -> Callable:
+    """Compiles `make_body(axis_name)` for this mode; its last argument is the rng.
+
+    Under pmap every argument but the rng is per-device (replicated state, sharded
+    batch) and the rng is broadcast; the body reduces across `axis_name` itself.
+    Under jit the body sees global arrays (axis_name None) and its outputs are
+    replicated.
+    """
     if self.mode == "pmap":
-      step = jax.pmap(make_step(DATA_AXIS), axis_name=DATA_AXIS, in_axes=(0, 0, None),
-                      donate_argnums=(0,))
-      return step
+      body = make_body(DATA_AXIS)
+      num_args = len(inspect.signature(body).parameters)
+      return jax.pmap(body, axis_name=DATA_AXIS, in_axes=(0,) * (num_args - 1) + (None,),
+                      donate_argnums=donate_argnums)
     replicated = NamedSharding(self.mesh, P())
-    return jax.jit(make_step(None), donate_argnums=(0,), out_shardings=(replicated, replicated))
+    return jax.jit(make_body(None), donate_argnums=donate_argnums, out_shardings=replicated)
 
   def compile_predict_step(self, predict_step: Callable) -> Callable:
     if self.mode == "pmap":

@@ -1,13 +1,25 @@
-"""The one train-step body and the eval step, shared by every schedule and parallel mode.
+"""The train step and the eval step, shared by every schedule and parallel mode.
 
 `make_train_step` returns `(state, batches, rng) -> (state, metrics)`, where
 `batches` maps task names to batches: one task for the sequential schedule, all
-of them for round-robin. jit retraces once per set of tasks and bucket shape.
-`parallel.py` wraps the same body with `jax.jit` over a device mesh or `jax.pmap`.
+of them for round-robin. It is built from two compiled pieces:
+
+  task gradient  (params, batch, rng) -> (gradient, loss, metrics)   one per task
+  apply          (state, gradients, losses, rng) -> (state, metrics)  state donated
+
+Why two pieces rather than one jitted function over all tasks: each task's batch
+comes in one of a few bucket lengths, and one function over all three tasks
+would compile once per *combination* of buckets (4^3 = 64 shapes for round-robin),
+where per-task pieces compile once per task and bucket (at most 12) and the
+apply once per set of tasks. The gradients stay on device between the pieces,
+so the step still never waits on the host.
+
+`parallel.py` compiles both pieces with `jax.jit` over a device mesh or `jax.pmap`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Mapping, Sequence
 
 import flax.traverse_util
@@ -35,83 +47,72 @@ def merge_params(trainable: dict, frozen: dict) -> Any:
   return flax.traverse_util.unflatten_dict({**trainable, **frozen}, sep="/")
 
 
-def make_train_step(model: heads.MultitaskBert, tx: optax.GradientTransformationExtraArgs, *,
-                    task_order: Sequence[str], frozen_paths: frozenset[str] = frozenset(),
-                    loss_weights: Mapping[str, float] | None = None, similarity_loss: str = "mse",
-                    per_task_gradients: bool = False, axis_name: str | None = None,
-                    ) -> Callable[[TrainState, Mapping[str, Batch], jax.Array], tuple[TrainState, dict]]:
-  """Builds the train step.
+def make_task_gradient(model: heads.MultitaskBert, task: str, *, task_index: int,
+                       frozen_paths: frozenset[str], loss_weight: float = 1.0,
+                       similarity_loss: str = "mse", axis_name: str | None = None) -> Callable:
+  """`(params, batch, rng) -> (gradient of the trainable params, loss, metrics)` for one task.
 
-  Args:
-    task_order: all task names, in the order PCGrad stacks them and failures are reported.
-    frozen_paths: '/'-joined param paths that get no gradient at all. Differentiating
-      only the trainable subset means XLA never computes, say, the dense gradient of
-      the 30522-row word-embedding table when it is frozen.
-    per_task_gradients: stack one gradient per task on a leading axis (what the PCGrad
-      transformation consumes) instead of differentiating the summed loss once.
-    axis_name: the pmap axis; `None` under jit, where XLA inserts the reductions.
+  Differentiating only the trainable subset means XLA never computes, say, the
+  dense gradient of the 30522-row word-embedding table when it is frozen. The
+  gradient is of `loss_weight * loss`; the returned loss is unweighted.
   """
-  loss_weights = dict(loss_weights or {})
-
-  def task_objective(trainable, frozen, task, batch, rng):
+  def objective(trainable, frozen, batch, rng):
     params = merge_params(trainable, jax.lax.stop_gradient(frozen))
     outputs = model.apply({"params": params}, batch, deterministic=False, rngs={"dropout": rng},
                           method=TASK_METHODS[task])
     loss, metrics = heads.task_loss(task, outputs, batch, similarity_loss=similarity_loss)
+    if axis_name is None:
+      return loss_weight * loss, (loss, metrics)
+    # task_loss is the weighted mean over this device's examples. Rescaling by the
+    # device's share of the global weight makes the pmean of gradients equal the
+    # gradient of the global weighted mean, even when filler rows are uneven.
     weight_sum = jnp.sum(batch["weights"].astype(jnp.float32))
-    if axis_name is not None:
-      # task_loss is the weighted mean over this device's examples. Rescaling by the
-      # device's share of the global weight makes the pmean of gradients equal the
-      # gradient of the global weighted mean, even when padding is uneven.
-      global_weight = jax.lax.psum(weight_sum, axis_name)
-      scale = weight_sum * jax.lax.psum(1, axis_name) / jnp.maximum(global_weight, 1.0)
-      objective = loss * scale
-      loss = jax.lax.psum(loss * weight_sum, axis_name) / jnp.maximum(global_weight, 1.0)
-      metrics = jax.lax.psum(metrics, axis_name)  # heads.task_loss returns sums
-    else:
-      objective = loss
-    return loss_weights.get(task, 1.0) * objective, (loss, metrics)
+    global_weight = jnp.maximum(jax.lax.psum(weight_sum, axis_name), 1.0)
+    scale = weight_sum * jax.lax.psum(1, axis_name) / global_weight
+    global_loss = jax.lax.psum(loss * weight_sum, axis_name) / global_weight
+    return loss_weight * loss * scale, (global_loss, jax.lax.psum(metrics, axis_name))
 
-  grad_fn = jax.value_and_grad(task_objective, has_aux=True)
-
-  def train_step(state: TrainState, batches: Mapping[str, Batch], rng: jax.Array):
-    tasks = [t for t in task_order if t in batches]
-    trainable, frozen = split_params(state.params, frozen_paths)
+  def task_gradient(params, batch, rng):
+    rng = jax.random.fold_in(rng, task_index)
     if axis_name is not None:
       rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))  # own dropout mask per shard
-    task_rngs = {t: jax.random.fold_in(rng, task_order.index(t)) for t in tasks}
+    trainable, frozen = split_params(params, frozen_paths)
+    (_, (loss, metrics)), grads = jax.value_and_grad(objective, has_aux=True)(
+        trainable, frozen, batch, rng)
+    if axis_name is not None:
+      grads = jax.lax.pmean(grads, axis_name)
+    return grads, loss, metrics
 
-    losses, metrics, grads = {}, {}, {}
+  return task_gradient
+
+
+def make_apply_gradients(tx: optax.GradientTransformationExtraArgs, *, task_order: Sequence[str],
+                         frozen_paths: frozenset[str], per_task_gradients: bool) -> Callable:
+  """`(state, {task: gradient}, {task: loss}, rng) -> (state, metrics)`: one optimizer step.
+
+  With `per_task_gradients` the gradients are stacked on a leading task axis in
+  `task_order` (a task absent from this step contributes zeros), which is what
+  the PCGrad transformation consumes; otherwise they are summed.
+  """
+  def apply_gradients(state: TrainState, grads: Mapping[str, dict], losses: Mapping[str, jax.Array],
+                      rng: jax.Array):
+    tasks = [t for t in task_order if t in grads]
+    flat_params = flax.traverse_util.flatten_dict(state.params, sep="/")
+    trainable_paths = [k for k in flat_params if k not in frozen_paths]
     if per_task_gradients:
-      for task in tasks:
-        (_, (losses[task], metrics[task])), grads[task] = grad_fn(
-            trainable, frozen, task, batches[task], task_rngs[task])
+      combined = {k: jnp.stack([grads[t][k] if t in grads else jnp.zeros_like(flat_params[k])
+                                for t in task_order]) for k in trainable_paths}
+      frozen = {k: jnp.zeros((len(task_order),) + flat_params[k].shape, flat_params[k].dtype)
+                for k in frozen_paths}
     else:
-      def total_objective(trainable):
-        results = {t: task_objective(trainable, frozen, t, batches[t], task_rngs[t]) for t in tasks}
-        return sum(r[0] for r in results.values()), {t: r[1] for t, r in results.items()}
-      (_, aux), summed = jax.value_and_grad(total_objective, has_aux=True)(trainable)
-      losses = {t: aux[t][0] for t in tasks}
-      metrics = {t: aux[t][1] for t in tasks}
-
-    zeros = {k: jnp.zeros_like(v) for k, v in frozen.items()}
-    if per_task_gradients:
-      # PCGrad's task axis follows task_order; a task absent from this step adds a zero gradient.
-      stacked = {k: jnp.stack([grads[t][k] if t in grads else jnp.zeros_like(v) for t in task_order])
-                 for k, v in trainable.items()}
-      if axis_name is not None:
-        stacked = jax.lax.pmean(stacked, axis_name)
-      full = merge_params(stacked, {k: jnp.zeros((len(task_order),) + v.shape, v.dtype)
-                                    for k, v in frozen.items()})
-    else:
-      if axis_name is not None:
-        summed = jax.lax.pmean(summed, axis_name)
-      full = merge_params(summed, zeros)
-
+      combined = {k: sum(grads[t][k] for t in tasks) for k in trainable_paths}
+      frozen = {k: jnp.zeros_like(flat_params[k]) for k in frozen_paths}
+    full = merge_params(combined, frozen)
     updates, opt_state = tx.update(full, state.opt_state, state.params, rng=rng)
     params = optax.apply_updates(state.params, updates)
 
-    # Non-finite guard: find the first task whose loss is not finite, without a host sync.
+    # Non-finite guard: record the first task whose loss is not finite, without a host sync,
+    # and from then on keep the last good params and optimizer state.
     finite = jnp.stack([jnp.isfinite(losses[t]) for t in tasks])
     first_bad = jnp.asarray([task_order.index(t) for t in tasks], jnp.int32)[jnp.argmin(finite)]
     newly_failed = (~jnp.all(finite)) & (state.first_nonfinite[0] < 0)
@@ -121,21 +122,57 @@ def make_train_step(model: heads.MultitaskBert, tx: optax.GradientTransformation
     new_state = state.replace(step=state.step + 1, params=keep(params, state.params),
                               opt_state=keep(opt_state, state.opt_state),
                               first_nonfinite=first_nonfinite)
-
-    step_metrics = {
-        "loss": {t: losses[t] for t in tasks},
-        "task": metrics,
-        "grad_norm": optax.tree.norm(full if not per_task_gradients else
-                                     jax.tree.map(lambda g: jnp.sum(g, 0), full)),
-        "first_nonfinite": first_nonfinite,
-    }
+    metrics = {"grad_norm": optax.tree.norm(combined if not per_task_gradients else
+                                            jax.tree.map(lambda g: jnp.sum(g, 0), combined)),
+               "first_nonfinite": first_nonfinite}
     pcgrad_state = pcgrad.find_pcgrad_state(opt_state)
     if pcgrad_state is not None:
-      step_metrics["pcgrad"] = {"cosine": pcgrad_state.cosine_similarity,
-                                "conflicts": pcgrad_state.num_conflicts}
-    return new_state, step_metrics
+      metrics["pcgrad"] = {"cosine": pcgrad_state.cosine_similarity,
+                           "conflicts": pcgrad_state.num_conflicts}
+    return new_state, metrics
 
-  return train_step
+  return apply_gradients
+
+
+@dataclasses.dataclass
+class TrainStep:
+  """`(state, batches, rng) -> (state, metrics)` from compiled per-task gradients and one apply."""
+  task_gradients: Mapping[str, Callable]
+  apply_gradients: Callable
+
+  def __call__(self, state: TrainState, batches: Mapping[str, Batch], rng: jax.Array):
+    grads, losses, task_metrics = {}, {}, {}
+    for task, batch in batches.items():
+      grads[task], losses[task], task_metrics[task] = self.task_gradients[task](state.params, batch, rng)
+    state, metrics = self.apply_gradients(state, grads, losses, rng)
+    return state, {"loss": losses, "task": task_metrics, **metrics}
+
+
+def make_train_step(model: heads.MultitaskBert, tx: optax.GradientTransformationExtraArgs, *,
+                    task_order: Sequence[str], compile_fn: Callable[..., Callable],
+                    frozen_paths: frozenset[str] = frozenset(),
+                    loss_weights: Mapping[str, float] | None = None, similarity_loss: str = "mse",
+                    per_task_gradients: bool = False) -> TrainStep:
+  """Builds the train step.
+
+  Args:
+    task_order: all task names, in the order PCGrad stacks them and failures are reported.
+    compile_fn: `compile_fn(make_body, donate_argnums)` where `make_body(axis_name)`
+      builds a body; `DataParallel.compile` jits or pmaps it.
+    frozen_paths: '/'-joined param paths that get no gradient at all.
+    per_task_gradients: stack one gradient per task (for PCGrad) instead of summing.
+  """
+  loss_weights = dict(loss_weights or {})
+  task_gradients = {
+      task: compile_fn(lambda axis_name, task=task: make_task_gradient(
+          model, task, task_index=task_order.index(task), frozen_paths=frozen_paths,
+          loss_weight=loss_weights.get(task, 1.0), similarity_loss=similarity_loss,
+          axis_name=axis_name), donate_argnums=())
+      for task in task_order}
+  apply_gradients = compile_fn(lambda axis_name: make_apply_gradients(
+      tx, task_order=task_order, frozen_paths=frozen_paths, per_task_gradients=per_task_gradients),
+      donate_argnums=(0, 1))
+  return TrainStep(task_gradients, apply_gradients)
 
 
 def make_predict_step(model: heads.MultitaskBert, task: str) -> Callable[[Any, Batch], jax.Array]:

@@ -124,14 +124,15 @@ class Trainer:
     self.model = build_model(config, self.pretrained.config)
     self.data = task_data_lib.TaskData.create(config, self.pretrained.tokenizer)
     self.writer = MetricWriter(workdir) if jax.process_index() == 0 else None
-    self.base_rng = jax.random.key(config.seed)
+    # Two independent streams: one initialises the heads, the other gives step k the key fold_in(k).
+    self.init_rng, self.base_rng = jax.random.split(jax.random.key(config.seed))
     self._predict_fns = {}
 
   # ---- parameters and stages ------------------------------------------------------------------
 
   def initial_params(self) -> Any:
     example = self.data.example_batches()
-    return heads.init_params(self.model, jax.random.fold_in(self.base_rng, -1), example,
+    return heads.init_params(self.model, self.init_rng, example,
                              pretrained_bert=self.pretrained.params)
 
   def make_stage(self, name: str, params: Any, *, schedule: str, num_epochs: int,
@@ -150,13 +151,12 @@ class Trainer:
                        if label == "frozen")
     state = self.parallel.replicate(TrainState.create(params, tx))
 
-    def make_step(axis_name):
-      return steps.make_train_step(
-          self.model, tx, task_order=TASKS, frozen_paths=frozen,
-          loss_weights=dict(config.loss_weights), similarity_loss=config.similarity_loss,
-          per_task_gradients=pcgrad_config.enabled, axis_name=axis_name)
+    step_fn = steps.make_train_step(
+        self.model, tx, task_order=TASKS, compile_fn=self.parallel.compile, frozen_paths=frozen,
+        loss_weights=dict(config.loss_weights), similarity_loss=config.similarity_loss,
+        per_task_gradients=pcgrad_config.enabled)
 
-    return Stage(name, state, self.parallel.compile_train_step(make_step),
+    return Stage(name, state, step_fn,
                  RunCheckpoints(os.path.join(self.workdir, "checkpoints", name),
                                 best_metric=config.get("best_metric", "overall_mean")),
                  total_steps, [int(e) for e in epoch_ends], stream)
@@ -203,7 +203,7 @@ class Trainer:
       restored, progress = stage.checkpoints.restore(latest, parallel.unreplicate(stage.state))
       stage.state = parallel.replicate(restored)
       stage.stream.set_state(progress["data"])
-      logging.info("%s: resumed from step %d in %s", stage.name, latest, self.workdir)
+      _say(f"{stage.name}: resumed from step {latest} of {stage.total_steps} in {self.workdir}")
     host_step = latest or 0
     if host_step >= stage.total_steps:
       return stage
@@ -286,10 +286,16 @@ class Trainer:
     return summary
 
   def _log_eval(self, step: int, scores: dict, stage_name: str) -> None:
-    logging.info("%s step %d dev: %s", stage_name, step,
-                 ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))
+    _say(f"{stage_name} step {step} dev: " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))
     if self.writer:
       self.writer.write(step, {"dev": scores}, kind="eval")
+
+
+def _say(message: str) -> None:
+  """A line for the user, printed above the progress bar (and logged)."""
+  logging.info(message)
+  if jax.process_index() == 0:
+    tqdm.write(message)
 
 
 def parallel_first(parallel: DataParallel, value):

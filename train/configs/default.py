@@ -27,10 +27,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.quora_split = "dev_90_10"  # quora-train.csv is not shipped here; see data_prep
   config.data.extra_sst = ""  # "", "cfimdb_polar" or "cfimdb_not_polar"
   config.data.extra_sts = ""  # "" or "sick"
-  config.data.skip_bad_rows = False
+  config.data.skip_bad_rows = True  # quora-dev.csv has 2 malformed rows; they are counted and reported
 
   config.model = ml_collections.ConfigDict()
-  config.model.sentiment_pooling = "cls"
+  config.model.sentiment_pooling = "mean"  # all-MiniLM-L6-v2 was trained with mean pooling; its pooler was not
   config.model.pair_pooling = "mean"
   config.model.paraphrase_head = "diff"
   config.model.similarity_head = "cosine"

@@ -1,0 +1,97 @@
+"""The trainer's view of the data: one `TaskData` holding every split the run needs.
+
+It turns the config's data fields into `data_prep` calls (which sources make a
+task's training set, which pair encoding each head reads, where the TFDS and
+token caches live), loads each split once, and fixes the bucket lengths per
+task from the training split, so training and evaluation share shapes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterator, Mapping
+
+import ml_collections
+import numpy as np
+
+from bert_jax import heads
+from data_prep import bucketing, pipeline
+from data_prep.sampler import MultiTaskSampler
+
+SPLITS = ("train", "validation", "test")
+
+
+def pair_encodings(model_config: ml_collections.ConfigDict) -> dict[str, str]:
+  """Which encoding each task's batches use: joint sequences only for a cross-encoder head."""
+  return {"sst": "separate",  # ignored for single sentences
+          "para": heads.pair_encoding(model_config.paraphrase_head),
+          "sts": heads.pair_encoding(model_config.similarity_head)}
+
+
+@dataclasses.dataclass
+class TaskData:
+  splits: Mapping[str, Mapping[str, Any]]  # task -> split -> EncodedSplit
+  buckets: Mapping[str, tuple[int, ...]]
+  quora_split: str
+
+  @classmethod
+  def create(cls, config: ml_collections.ConfigDict, tokenizer) -> "TaskData":
+    data = config.data
+    builder_kwargs = {"skip_bad_rows": data.skip_bad_rows}
+    if data.data_root:
+      builder_kwargs["local_dir"] = data.data_root
+    encodings = pair_encodings(config.model)
+    extra_sst = {"": None, "cfimdb_polar": "polar", "cfimdb_not_polar": "not_polar"}
+    if data.extra_sst not in extra_sst:
+      raise ValueError(f"config.data.extra_sst={data.extra_sst!r}; expected one of {list(extra_sst)}")
+    if data.extra_sts not in ("", "sick"):
+      raise ValueError(f"config.data.extra_sts={data.extra_sts!r}; expected '' or 'sick'")
+    splits = {}
+    for task in pipeline.TASKS:
+      splits[task] = {}
+      for split in SPLITS:
+        sources = pipeline.task_sources(task, split, cfimdb=extra_sst[data.extra_sst],
+                                        sick=data.extra_sts == "sick", quora_split=data.quora_split)
+        splits[task][split] = pipeline.load_task_split(
+            task, sources, tokenizer, max_length=data.max_length, pair_encoding=encodings[task],
+            tfds_dir=data.tfds_dir or None, cache_dir=data.cache_dir or None,
+            builder_kwargs=builder_kwargs)
+    buckets = {t: bucketing.choose_bucket_lengths(splits[t]["train"].lengths, num_buckets=data.num_buckets,
+                                                  max_length=data.max_length)
+               for t in pipeline.TASKS}
+    return cls(splits, buckets, data.quora_split)
+
+  def train_stream(self, *, schedule: str, proportions: str, batch_size: int, num_epochs: int,
+                   seed: int, num_devices: int) -> MultiTaskSampler:
+    return MultiTaskSampler({t: s["train"] for t, s in self.splits.items()}, self.buckets,
+                            schedule=schedule, proportions=proportions, total_batch_size=batch_size,
+                            num_epochs=num_epochs, seed=seed, num_devices=num_devices)
+
+  def eval_batches(self, task: str, split: str, batch_size: int, num_devices: int) -> Iterator[dict]:
+    return pipeline.eval_batches(self.splits[task][split], batch_size, self.buckets[task],
+                                 num_devices=num_devices)
+
+  def num_examples(self, task: str, split: str) -> int:
+    return len(self.splits[task][split])
+
+  def labels(self, task: str, split: str) -> np.ndarray:
+    encoded = self.splits[task][split]
+    if not encoded.labeled:
+      raise ValueError(f"{task} {split} is unlabeled")
+    return np.asarray(encoded.labels)
+
+  def ids(self, task: str, split: str) -> list[str]:
+    return [str(i) for i in self.splits[task][split].ids]
+
+  def example_batches(self) -> dict[str, dict]:
+    """One tiny batch per task, with the real encodings, to initialise the model."""
+    return {t: self.splits[t]["train"].collate(np.arange(2), self.buckets[t][-1]) for t in pipeline.TASKS}
+
+  def description(self) -> dict:
+    """What the results were computed on: sources, sizes, the quora split, skipped rows."""
+    return {
+        "quora_split": self.quora_split,
+        "buckets": {t: list(b) for t, b in self.buckets.items()},
+        "splits": {t: {s: {"name": e.name, "examples": len(e), "provenance": list(e.provenance)}
+                       for s, e in splits.items()} for t, splits in self.splits.items()},
+    }
