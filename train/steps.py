@@ -111,9 +111,9 @@ def make_apply_gradients(tx: optax.GradientTransformationExtraArgs, *, task_orde
     updates, opt_state = tx.update(full, state.opt_state, state.params, rng=rng)
     params = optax.apply_updates(state.params, updates)
 
-    # Non-finite guard: record the first task whose loss is not finite, without a host sync,
-    # and from then on keep the last good params and optimizer state.
-    finite = jnp.stack([jnp.isfinite(losses[t]) for t in tasks])
+    # Non-finite guard: record the first task whose loss or gradient is not finite, without a
+    # host sync, and from then on keep the last good params and optimizer state.
+    finite = jnp.stack([jnp.isfinite(losses[t]) & jnp.isfinite(optax.tree.norm(grads[t])) for t in tasks])
     first_bad = jnp.asarray([task_order.index(t) for t in tasks], jnp.int32)[jnp.argmin(finite)]
     newly_failed = (~jnp.all(finite)) & (state.first_nonfinite[0] < 0)
     first_nonfinite = jnp.where(newly_failed, jnp.stack([state.step, first_bad]), state.first_nonfinite)
@@ -171,7 +171,7 @@ def make_train_step(model: heads.MultitaskBert, tx: optax.GradientTransformation
       for task in task_order}
   apply_gradients = compile_fn(lambda axis_name: make_apply_gradients(
       tx, task_order=task_order, frozen_paths=frozen_paths, per_task_gradients=per_task_gradients),
-      donate_argnums=(0, 1))
+      donate_argnums=(0,))  # the state; gradients have no output of their shape to alias
   return TrainStep(task_gradients, apply_gradients)
 
 

@@ -178,6 +178,7 @@ class Trainer:
     return predictions
 
   def evaluate(self, params: Any, *, write_predictions: bool = False, out_dir: str | None = None) -> dict:
+    params = self.parallel.replicate(params)  # pmap wants a copy per device; a no-op under jit
     scores = {}
     for task in TASKS:
       predictions = self.predict(params, task, "validation")
@@ -255,7 +256,7 @@ class Trainer:
     if step >= 0:
       latest = stage.checkpoints.latest_step()
       raise NonFiniteLossError(
-          f"non-finite {TASKS[task]} loss at step {step} (stage {stage.name}); parameters were not "
+          f"non-finite {TASKS[task]} loss or gradient at step {step} (stage {stage.name}); parameters were not "
           f"updated from that step on. The last good checkpoint is step {latest} in "
           f"{stage.checkpoints.manager.directory}. Lower the learning rate or check the data.")
 
@@ -264,7 +265,7 @@ class Trainer:
     first_nonfinite = parallel_first(self.parallel, pending[-1]["first_nonfinite"])
     if first_nonfinite[0] >= 0:
       raise NonFiniteLossError(
-          f"non-finite {TASKS[first_nonfinite[1]]} loss at step {first_nonfinite[0]}; parameters "
+          f"non-finite {TASKS[first_nonfinite[1]]} loss or gradient at step {first_nonfinite[0]}; parameters "
           f"were not updated from that step on and no checkpoint was written after it.")
     losses = {}
     for task in TASKS:

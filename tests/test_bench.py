@@ -1,0 +1,94 @@
+"""The step benchmark runs end to end on a tiny encoder, and counts FLOPs as XLA does.
+
+The benchmark itself is a script (`python -m bench.step_benchmark`); timing here
+would only measure the test machine's load. These tests pin that its pieces
+work together: both sides run every kind of step and the table has positive
+numbers for each, the two sides see the same examples, and the analytic FLOP
+count agrees with XLA's own count for the encoder.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bench import step_benchmark
+from bert_jax.config import BertConfig
+from bert_jax.modeling import BertModel
+from bert_jax.tokenizer import Tokenizer
+
+WORDS = ("the film is a quiet triumph of style over substance and never once bores its audience "
+         "though the plot wanders in the middle act where nothing much happens at all").split()
+
+
+def sentence(k: int) -> str:
+  return " ".join(WORDS[(3 * k + i) % len(WORDS)] for i in range(3 + (7 * k) % 19))
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+  tokenizer = Tokenizer.from_checkpoint("minilm-l6")
+  sentences = [sentence(k) for k in range(16)]
+  pairs = [(sentence(k), sentence(k + 5)) for k in range(16)]
+  return step_benchmark.BenchData.from_sentences(tokenizer, sentences, pairs, max_length=32, num_buckets=2)
+
+
+def test_benchmark_rows_for_ours_and_the_peer(tiny_data):
+  bert_config = step_benchmark.model_config("tiny", vocab_size=30522)
+  run = lambda workloads, paddings: step_benchmark.run_benchmark(
+      bert_config, tiny_data, model_name="tiny", workloads=workloads, paddings=paddings, peers=("hf-sdpa",),
+      frozen_word_embeddings=False, iters=1, warmup=0, batch_size=4, same_length=16, matmul_size=128,
+      log=lambda _: None)
+  # Every kind of step once, at the fewest compilations: training steps in natural padding,
+  # inference in both.
+  train_result = run(("multitask", "pcgrad"), ("natural",))
+  inference_result = run(("inference",), ("natural", "same"))
+  rows = {(r.workload, r.padding, r.impl): r for r in train_result.rows + inference_result.rows}
+  expected = [("multitask", "natural"), ("pcgrad", "natural"), ("inference", "natural"), ("inference", "same")]
+  assert set(rows) == {(w, p, impl) for w, p in expected for impl in ("ours", "hf-sdpa")}
+  for key, row in rows.items():
+    for field in ("ms_per_step", "examples_per_s", "real_tokens_per_s", "gflop_per_s", "mfu", "peak_rss_mb"):
+      assert getattr(row, field) > 0, (key, field, row)
+    assert 0 < row.real_fraction <= 1, (key, row)
+  # The same examples on both sides: equal real tokens per step, whatever the padding.
+  for workload, padding in expected:
+    ours, peer = rows[(workload, padding, "ours")], rows[(workload, padding, "hf-sdpa")]
+    assert ours.real_tokens_per_s * ours.ms_per_step == pytest.approx(peer.real_tokens_per_s * peer.ms_per_step)
+  # The same padded shape: the same FLOPs per step.
+  ours, peer = rows[("inference", "same", "ours")], rows[("inference", "same", "hf-sdpa")]
+  assert ours.gflop_per_s * ours.ms_per_step == pytest.approx(peer.gflop_per_s * peer.ms_per_step)
+  table = step_benchmark.format_table(train_result)
+  for word in ("ours", "hf-sdpa", "multitask", "pcgrad", "fp32 matmul peak"):
+    assert word in table
+  assert {(q["workload"], q["padding"]) for q in step_benchmark.ratios(inference_result.rows)} == {
+      ("inference", "natural"), ("inference", "same")}
+  assert set(train_result.breakdowns["tiny multitask natural"]) == {
+      "gradient sst", "gradient para", "gradient sts", "apply"}
+
+
+def test_natural_padding_gives_the_peer_the_same_examples_padded_to_their_longest(tiny_data):
+  plan = step_benchmark.plan_workload(tiny_data, "multitask", "natural", batch_size=4, count=3,
+                                      same_length=16, seed=0)
+  for task in step_benchmark.TASKS:
+    ours = np.sort(np.concatenate([step[task].indices for step in plan.ours]))
+    peer = np.sort(np.concatenate([step[task].indices for step in plan.peer]))
+    np.testing.assert_array_equal(ours, peer)
+    split = tiny_data.train[task]
+    for step in plan.ours:  # ours: every example fits its bucket, the smallest that holds it or a longer one
+      assert split.lengths[step[task].indices].max() <= step[task].length
+      assert step[task].length in tiny_data.buckets[task]
+
+
+def test_analytic_flops_match_xla_cost_analysis():
+  config = BertConfig.tiny(vocab_size=64, hidden_size=128, intermediate_size=512, num_attention_heads=4,
+                           num_hidden_layers=2, max_position_embeddings=64)
+  batch, length = 4, 32
+  model = BertModel(config)
+  ids = jnp.ones((batch, length), jnp.int32)
+  params = model.init(jax.random.key(0), ids)["params"]
+  compiled = jax.jit(lambda p, x: model.apply({"params": p}, x)).lower(params, ids).compile()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  analytic = step_benchmark.encoder_forward_flops(config, batch, length)
+  # XLA also counts LayerNorm, softmax and GELU, which the analytic count leaves out.
+  assert analytic <= cost["flops"] <= 1.15 * analytic

@@ -1,0 +1,246 @@
+"""The trainer on a tiny checkpoint and tiny course-like CSVs written by the tests.
+
+Covers: one step moves every trainable parameter; a frozen encoder stays put;
+jit over 8 devices and pmap over 8 devices give the params of single-device
+training; a non-finite loss stops the run naming step and task; a run killed
+mid-way (SIGKILL, possibly mid-save) resumes to the same params as a run that
+was never interrupted; and the end-to-end outputs (scores, predictions, plots).
+"""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from bert_jax import checkpoints as bert_checkpoints
+from bert_jax import heads
+from bert_jax.config import BertConfig
+from bert_jax.modeling import BertModel
+from tests.test_data_csv_rows import WORDS, write_course_files
+from train import metrics as metrics_lib
+from train import optim, steps, train
+from train.configs import default
+from train.parallel import DataParallel
+from train.state import TrainState
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory):
+  """A tiny random BERT exported as a HF directory, and a miniature ../shared/data."""
+  root = tmp_path_factory.mktemp("world")
+  vocab = SPECIAL + sorted(set(WORDS)) + ["?", "."]
+  (root / "vocab.txt").write_text("\n".join(vocab) + "\n")
+  bert_config = BertConfig.tiny(vocab_size=len(vocab), hidden_dropout_prob=0.0,
+                                attention_probs_dropout_prob=0.0)
+  ids = jnp.ones((1, 4), jnp.int32)
+  params = BertModel(bert_config).init(jax.random.key(0), ids)["params"]
+  checkpoint = bert_checkpoints.export_hf_checkpoint(params, bert_config, root / "vocab.txt", root / "ckpt")
+  data_root = write_course_files(root / "data")
+  return {"checkpoint": str(checkpoint), "data_root": str(data_root), "root": root}
+
+
+def tiny_config(world, tmp_path, **overrides) -> ml_collections.ConfigDict:
+  config = default.get_config()
+  config.checkpoint = world["checkpoint"]
+  config.data.data_root = world["data_root"]
+  config.data.tfds_dir = str(world["root"] / "tfds")  # shared: prepared once per module
+  config.data.max_length = 48
+  config.data.num_buckets = 2
+  config.model.head_dropout = 0.0
+  config.model.paraphrase_head = "diff"
+  config.model.similarity_head = "diff"
+  config.batch_size = 24  # 8 per task in round-robin, divisible by 8 devices
+  config.proportions = "balanced"
+  config.eval_batch_size = 16
+  config.num_epochs = 2
+  config.log_every_steps = 1
+  config.checkpoint_every_steps = 2
+  config.compilation_cache_dir = str(world["root"] / "jax_cache")
+  config.optim.learning_rate = 1e-3
+  config.optim.warmup_steps = 1
+  for key, value in overrides.items():
+    target = config
+    *parents, leaf = key.split(".")
+    for p in parents:
+      target = target[p]
+    target[leaf] = value
+  return config
+
+
+def build_step(config, parallel, params_like, data, *, freeze=()):
+  """The trainer's own pieces, for tests that drive steps directly."""
+  trainer_model = train.build_model(config, bert_checkpoints.load_hf_checkpoint(config.checkpoint).config)
+  tx = optim.create_optimizer(config, 10, task_names=train.TASKS)
+  frozen = frozenset(p for p, label in optim.trainable_labels_flat(params_like, freeze).items()
+                     if label == "frozen")
+  step = steps.make_train_step(trainer_model, tx, task_order=train.TASKS, compile_fn=parallel.compile,
+                               frozen_paths=frozen, per_task_gradients=config.pcgrad.enabled)
+  return trainer_model, tx, step
+
+
+@pytest.fixture(scope="module")
+def task_data(tiny_world, tmp_path_factory):
+  config = tiny_config(tiny_world, tmp_path_factory.mktemp("data"))
+  loaded = bert_checkpoints.load_hf_checkpoint(config.checkpoint)
+  from train import data as data_lib
+  return loaded, data_lib.TaskData.create(config, loaded.tokenizer)
+
+
+def _initial_params(config, loaded, data):
+  model = train.build_model(config, loaded.config)
+  return heads.init_params(model, jax.random.key(1), data.example_batches(), pretrained_bert=loaded.params)
+
+
+def _run_steps(config, mode, num_devices, loaded, data, num_steps=3, freeze=()):
+  parallel = DataParallel.create(mode, num_devices)
+  params = _initial_params(config, loaded, data)
+  _, tx, step = build_step(config, parallel, params, data, freeze=freeze)
+  state = parallel.replicate(TrainState.create(params, tx))
+  stream = data.train_stream(schedule=config.schedule, proportions=config.proportions,
+                             batch_size=config.batch_size, num_epochs=1, seed=0, num_devices=8)
+  for i in range(num_steps):
+    batches = {t: parallel.put_batch(b) for t, b in next(stream).items()}
+    state, metrics = step(state, batches, jax.random.fold_in(jax.random.key(0), i))
+  return params, jax.device_get(parallel.unreplicate(state).params), metrics
+
+
+def _flat(tree):
+  return {jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def test_one_step_changes_every_trainable_parameter(tiny_world, task_data, tmp_path):
+  config = tiny_config(tiny_world, tmp_path, **{"model.sentiment_pooling": "cls",
+                                                "model.pair_pooling": "cls"})
+  before, after, _ = _run_steps(config, "jit", 1, *task_data, num_steps=1)
+  unchanged = [k for k, v in _flat(before).items() if np.array_equal(v, _flat(after)[k])]
+  assert not unchanged, f"parameters a step did not move: {unchanged}"
+
+
+def test_frozen_encoder_is_bit_identical_after_steps(tiny_world, task_data, tmp_path):
+  config = tiny_config(tiny_world, tmp_path, **{"optim.freeze": ("^bert/",)})
+  before, after, _ = _run_steps(config, "jit", 1, *task_data, num_steps=3, freeze=("^bert/",))
+  for key, value in _flat(before).items():
+    if key.startswith("['bert']"):
+      np.testing.assert_array_equal(value, _flat(after)[key], err_msg=key)
+  heads_moved = [k for k in _flat(before) if not k.startswith("['bert']")
+                 and not np.array_equal(_flat(before)[k], _flat(after)[k])]
+  assert heads_moved
+
+
+@pytest.mark.parametrize("use_pcgrad", [False, True], ids=["summed", "pcgrad"])
+def test_parallel_modes_match_single_device(tiny_world, task_data, tmp_path, use_pcgrad):
+  assert jax.device_count() == 8, "conftest.py should give 8 simulated CPU devices"
+  config = tiny_config(tiny_world, tmp_path, **{"pcgrad.enabled": use_pcgrad})
+  _, single, _ = _run_steps(config, "jit", 1, *task_data)
+  for mode in ("jit", "pmap"):
+    _, parallel, metrics = _run_steps(config, mode, 8, *task_data)
+    for key, value in _flat(single).items():
+      np.testing.assert_allclose(_flat(parallel)[key], value, atol=1e-5, err_msg=f"{mode}: {key}")
+  if use_pcgrad:
+    assert np.asarray(metrics["pcgrad"]["cosine"]).shape[-2:] == (3, 3)
+
+
+def test_nonfinite_loss_stops_naming_step_and_task_and_keeps_last_checkpoint(tiny_world, tmp_path):
+  workdir = str(tmp_path / "run")
+  good = tiny_config(tiny_world, tmp_path, max_steps=4)
+  train.train_and_evaluate(good, workdir)
+  latest = sorted(os.listdir(os.path.join(workdir, "checkpoints", "main")))
+  # A NaN loss weight poisons the paraphrase gradient of the first step after the resume.
+  bad = tiny_config(tiny_world, tmp_path, max_steps=8, **{"loss_weights.para": float("nan")})
+  with pytest.raises(train.NonFiniteLossError, match=r"para .*step 4"):
+    train.train_and_evaluate(bad, workdir)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints", "main"))) == latest
+
+
+def _write_config_file(path: pathlib.Path, config: ml_collections.ConfigDict) -> pathlib.Path:
+  path.write_text(
+      "import ml_collections\n\n"
+      f"def get_config():\n  return ml_collections.ConfigDict({config.to_dict()!r})\n")
+  return path
+
+
+def _final_params(workdir: str):
+  manager_dir = os.path.join(workdir, "checkpoints", "main")
+  latest = max(int(d) for d in os.listdir(manager_dir) if d.isdigit())
+  import orbax.checkpoint as ocp
+  with ocp.CheckpointManager(manager_dir, item_names=("state", "progress")) as manager:
+    restored = manager.restore(latest, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  return latest, restored.state["params"]
+
+
+def _train_subprocess(config_file, workdir, kill_when=None):
+  env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+  process = subprocess.Popen([sys.executable, "-m", "train.main", f"--config={config_file}",
+                              f"--workdir={workdir}"], cwd=REPO_ROOT, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  if kill_when is None:
+    out, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, out.decode()[-3000:]
+    return
+  deadline = time.time() + 600
+  while time.time() < deadline and process.poll() is None:
+    if kill_when():
+      process.send_signal(signal.SIGKILL)
+      break
+    time.sleep(0.005)
+  process.wait()
+  assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+
+
+def test_killed_run_resumes_to_the_same_params(tiny_world, tmp_path):
+  config = tiny_config(tiny_world, tmp_path, num_epochs=3, **{"optim.learning_rate": 3e-4})
+  config_file = _write_config_file(tmp_path / "tiny_config.py", config)
+  uninterrupted, resumed = str(tmp_path / "uninterrupted"), str(tmp_path / "resumed")
+  _train_subprocess(config_file, uninterrupted)
+
+  checkpoint_dir = pathlib.Path(resumed, "checkpoints", "main")
+  def saving_step_two():  # kill as soon as step 2's save has started: possibly mid-write
+    return checkpoint_dir.is_dir() and any(p.name.startswith("2") for p in checkpoint_dir.iterdir())
+  _train_subprocess(config_file, resumed, kill_when=saving_step_two)
+  _train_subprocess(config_file, resumed)
+
+  step_a, params_a = _final_params(uninterrupted)
+  step_b, params_b = _final_params(resumed)
+  assert step_a == step_b
+  for key, value in _flat(params_a).items():
+    np.testing.assert_array_equal(_flat(params_b)[key], value, err_msg=key)
+  with open(os.path.join(resumed, "results.json")) as f:
+    assert json.load(f)["scores"] == json.load(open(os.path.join(uninterrupted, "results.json")))["scores"]
+
+
+def test_end_to_end_outputs(tiny_world, tmp_path, capsys):
+  workdir = tmp_path / "run"
+  config = tiny_config(tiny_world, tmp_path, **{"model.paraphrase_head": "cross",
+                                                "model.similarity_head": "cosine"})
+  scores = train.train_and_evaluate(config, str(workdir))
+  assert set(scores) >= {"sst_accuracy", "para_accuracy", "sts_pearson", "overall_mean", "overall_cs224n"}
+  assert "dev scores" in capsys.readouterr().out
+  results = json.loads((workdir / "results.json").read_text())
+  assert results["data"]["quora_split"] == "dev_90_10"
+  data_root = pathlib.Path(tiny_world["data_root"]) / "cs224n"
+  for task, dev_file, test_file in [("sst", "ids-sst-dev.csv", "ids-sst-test-student.csv"),
+                                    ("para", None, "quora-test-student.csv"),
+                                    ("sts", "sts-dev.csv", "sts-test-student.csv")]:
+    test_rows = metrics_lib.read_submission(workdir / "predictions" / f"{task}-test-output.csv")
+    lines = (data_root / test_file).read_text().splitlines()
+    id_column = lines[0].split("\t").index("id")
+    expected_ids = [line.split("\t")[id_column] for line in lines[1:]]
+    assert sorted(test_rows) == sorted(expected_ids)
+    dev_rows = metrics_lib.read_submission(workdir / "predictions" / f"{task}-dev-output.csv")
+    if dev_file:
+      assert len(dev_rows) == len((data_root / dev_file).read_text().splitlines()) - 1
+  for name in ("training_curves.png", "metrics.jsonl", "results.txt"):
+    assert (workdir / name).stat().st_size > 0
+  assert any((workdir / "tensorboard").iterdir())
