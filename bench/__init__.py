@@ -1,0 +1,1 @@
+"""Benchmarks of the trainer against its PyTorch peers; scripts, not tests (see bench/README.md)."""
