@@ -69,7 +69,7 @@ def tiny_config(world, tmp_path, **overrides) -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 2
   config.compilation_cache_dir = str(world["root"] / "jax_cache")
   config.optim.learning_rate = 1e-3
-  config.optim.warmup_steps = 1
+  config.optim.warmup_steps = 0  # warmup starts at lr 0: the first step would not move anything
   for key, value in overrides.items():
     target = config
     *parents, leaf = key.split(".")
@@ -100,12 +100,15 @@ def task_data(tiny_world, tmp_path_factory):
 
 def _initial_params(config, loaded, data):
   model = train.build_model(config, loaded.config)
-  return heads.init_params(model, jax.random.key(1), data.example_batches(), pretrained_bert=loaded.params)
+  # A copy: the train step donates the state, and with it these buffers.
+  pretrained = jax.tree.map(jnp.copy, loaded.params)
+  return heads.init_params(model, jax.random.key(1), data.example_batches(), pretrained_bert=pretrained)
 
 
 def _run_steps(config, mode, num_devices, loaded, data, num_steps=3, freeze=()):
   parallel = DataParallel.create(mode, num_devices)
   params = _initial_params(config, loaded, data)
+  before = jax.device_get(params)  # host copies: the device buffers are donated to the step
   _, tx, step = build_step(config, parallel, params, data, freeze=freeze)
   state = parallel.replicate(TrainState.create(params, tx))
   stream = data.train_stream(schedule=config.schedule, proportions=config.proportions,
@@ -113,7 +116,7 @@ def _run_steps(config, mode, num_devices, loaded, data, num_steps=3, freeze=()):
   for i in range(num_steps):
     batches = {t: parallel.put_batch(b) for t, b in next(stream).items()}
     state, metrics = step(state, batches, jax.random.fold_in(jax.random.key(0), i))
-  return params, jax.device_get(parallel.unreplicate(state).params), metrics
+  return before, jax.device_get(parallel.unreplicate(state).params), metrics
 
 
 def _flat(tree):

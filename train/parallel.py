@@ -15,6 +15,7 @@ import os
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -64,7 +65,12 @@ class DataParallel:
 
   def replicate(self, tree: Any) -> Any:
     if self.mode == "pmap":
-      return jax.device_put_replicated(tree, self.devices)
+      # pmap takes one copy per device stacked on a leading axis (what the deprecated
+      # jax.device_put_replicated built), placed copy-by-copy without staging all on one device.
+      sharding = NamedSharding(self.mesh, P(DATA_AXIS))
+      return jax.tree.map(lambda x: jax.make_array_from_single_device_arrays(
+          (len(self.devices),) + np.shape(x), sharding,
+          [jax.device_put(jnp.asarray(x)[None], d) for d in self.devices]), tree)
     return jax.device_put(tree, NamedSharding(self.mesh, P()))
 
   def unreplicate(self, tree: Any) -> Any:
@@ -81,11 +87,10 @@ class DataParallel:
         raise ValueError(f"batch of {x.shape[0]} rows does not split over {n} devices")
       return x
     batch = jax.tree.map(check, batch)
-    if self.mode == "pmap":
-      return jax.device_put_sharded(
-          [jax.tree.map(lambda x, i=i: x[i * (x.shape[0] // n):(i + 1) * (x.shape[0] // n)], batch)
-           for i in range(n)], self.devices)
     sharding = NamedSharding(self.mesh, P(DATA_AXIS))
+    if self.mode == "pmap":  # [B, ...] -> [devices, B / devices, ...], one slice per device
+      return jax.device_put(jax.tree.map(lambda x: x.reshape((n, x.shape[0] // n) + x.shape[1:]), batch),
+                            sharding)
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
 
   def compile(self, make_body: Callable[[str | None], Callable], donate_argnums=()) -> Callable:

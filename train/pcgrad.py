@@ -97,17 +97,17 @@ def _validate(num_tasks: int, pcgrad_tasks: Sequence[int] | None, reduction: str
 def gram_matrix(stacked_grads: PyTree) -> Array:
   """G[a, b] = g_a . g_b over the whole pytree, in float32.
 
-  One contraction over all non-task axes per leaf, summed over leaves. There is
-  no reshape, so a leaf sharded along any axis contracts locally and XLA
-  all-reduces only the T x T partial sums. `Precision.HIGHEST` keeps float32
+  One contraction per leaf (flattened to [T, size]), summed over leaves. Under
+  data parallelism the gradients are replicated, so the flattening is free; the
+  result is only T x T, never a gathered gradient. `Precision.HIGHEST` keeps float32
   accuracy on accelerators whose default matmul precision is lower (TF32).
   """
   num_tasks = _num_tasks(stacked_grads)
   gram = jnp.zeros((num_tasks, num_tasks), jnp.float32)
   for leaf in jax.tree.leaves(stacked_grads):
-    axes = tuple(range(1, leaf.ndim))
+    flat = leaf.reshape(num_tasks, -1)  # one long contraction: 2x faster on XLA:CPU than many axes
     gram = gram + jax.lax.dot_general(
-        leaf, leaf, ((axes, axes), ((), ())),
+        flat, flat, (((1,), (1,)), ((), ())),
         precision=jax.lax.Precision.HIGHEST, preferred_element_type=jnp.float32)
   return gram
 
@@ -165,9 +165,14 @@ def gradient_diagnostics(gram: Array) -> PCGradDiagnostics:
 
 def _weighted_task_sum(stacked_grads: PyTree, weights: Array) -> PyTree:
   """sum_t weights[t] * g_t per leaf, accumulated in float32, cast back to the leaf dtype."""
+  # An unrolled sum of T scaled slices, not jnp.sum(..., axis=0): XLA:CPU lowers a
+  # reduction over the leading axis of a [3, 30522, 384] leaf to a slow strided loop
+  # (40 s per step measured on 2 cores, against ~0.1 s for elementwise adds).
   def combine(leaf):
-    broadcast = weights.reshape((-1,) + (1,) * (leaf.ndim - 1))
-    return jnp.sum(broadcast * leaf.astype(jnp.float32), axis=0).astype(leaf.dtype)
+    total = weights[0] * leaf[0].astype(jnp.float32)
+    for t in range(1, leaf.shape[0]):
+      total = total + weights[t] * leaf[t].astype(jnp.float32)
+    return total.astype(leaf.dtype)
   return jax.tree.map(combine, stacked_grads)
 
 

@@ -122,8 +122,8 @@ def make_apply_gradients(tx: optax.GradientTransformationExtraArgs, *, task_orde
     new_state = state.replace(step=state.step + 1, params=keep(params, state.params),
                               opt_state=keep(opt_state, state.opt_state),
                               first_nonfinite=first_nonfinite)
-    metrics = {"grad_norm": optax.tree.norm(combined if not per_task_gradients else
-                                            jax.tree.map(lambda g: jnp.sum(g, 0), combined)),
+    summed = combined if not per_task_gradients else {k: sum(grads[t][k] for t in tasks) for k in combined}
+    metrics = {"grad_norm": optax.tree.norm(summed),  # of the plain sum, before any surgery
                "first_nonfinite": first_nonfinite}
     pcgrad_state = pcgrad.find_pcgrad_state(opt_state)
     if pcgrad_state is not None:
