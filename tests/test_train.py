@@ -247,3 +247,25 @@ def test_end_to_end_outputs(tiny_world, tmp_path, capsys):
   for name in ("training_curves.png", "metrics.jsonl", "results.txt"):
     assert (workdir / name).stat().st_size > 0
   assert any((workdir / "tensorboard").iterdir())
+
+
+def test_frozen_stage_trains_heads_only_and_keeps_the_better_stage(tiny_world, tmp_path):
+  workdir = tmp_path / "run"
+  config = tiny_config(tiny_world, tmp_path, num_epochs=1, **{
+      "frozen_stage.enabled": True, "frozen_stage.epochs_per_task": 1,
+      "frozen_stage.learning_rate": 1e-3})
+  train.train_and_evaluate(config, str(workdir))
+  results = json.loads((workdir / "results.json").read_text())
+  assert results["best_stage"] in ("main", "frozen_stage")
+  import orbax.checkpoint as ocp
+  def params_at(stage, pick):
+    directory = workdir / "checkpoints" / stage
+    with ocp.CheckpointManager(directory, item_names=("state", "progress")) as manager:
+      step = pick(manager)
+      return manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state["params"]
+  main_best = params_at("main", lambda m: m.best_step())
+  frozen_last = params_at("frozen_stage", lambda m: m.latest_step())
+  for key, value in _flat(main_best["bert"]).items():  # the encoder never moved in the frozen stage
+    np.testing.assert_array_equal(_flat(frozen_last["bert"])[key], value, err_msg=key)
+  assert any(not np.array_equal(_flat(main_best["sentiment"])[k], v)
+             for k, v in _flat(frozen_last["sentiment"]).items())

@@ -80,7 +80,15 @@ class DataParallel:
     return tree
 
   def put_batch(self, batch: Any) -> Any:
-    """Sends this process's rows of a batch to its devices, split along the leading axis."""
+    """Sends this process's rows of a global batch to its devices, split along the leading axis.
+
+    Every process iterates the same deterministic global batches; in a multi-host
+    job each keeps only its contiguous slice of rows, so together they feed the
+    global batch once.
+    """
+    if jax.process_count() > 1:
+      batch = jax.tree.map(
+          lambda x: np.array_split(x, jax.process_count())[jax.process_index()], batch)
     n = self.num_local_devices
     def check(x):
       if x.shape[0] % n:
