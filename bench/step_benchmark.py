@@ -17,7 +17,8 @@ Implementations ("impl" column):
                  the way a user of Hugging Face or of the CS224N starter code writes it.
   hf-eager       the same with attn_implementation="eager".
   torch.compile  hf-sdpa with its encoder under `torch.compile` ("n/a (reason)" where
-                 inductor fails).
+                 inductor fails); by default only in the "same" padding, where one
+                 compilation serves every step.
   ours (frozen wemb)  ours with the 30522-row word-embedding table frozen.
 
 Workloads: "multitask" (one round-robin step: 32 SST sentences, 32 Para pairs and
@@ -794,7 +795,7 @@ def machine_info(peak: Mapping[str, float], torch_threads: int) -> dict:
 
 def run_benchmark(bert_config, data: BenchData, *, model_name: str, workloads: Sequence[str] = WORKLOADS,
                   paddings: Sequence[str] = PADDINGS, peers: Sequence[str] = ("hf-sdpa", "torch.compile"),
-                  frozen_word_embeddings: bool = True, iters: int = 4, warmup: int = 1, batch_size: int = 32,
+                  frozen_word_embeddings: bool = True, torch_compile_natural: bool = False, iters: int = 4, warmup: int = 1, batch_size: int = 32,
                   same_length: int = 64, seed: int = 0, torch_threads: int = 2, matmul_size: int = 2048,
                   peak: Mapping[str, float] | None = None, log: Callable[[str], None] = print) -> BenchResult:
   """Every (workload, padding) for ours and each peer; returns the rows and our step's breakdown."""
@@ -810,6 +811,8 @@ def run_benchmark(bert_config, data: BenchData, *, model_name: str, workloads: S
     log(f"measuring the fp32 matmul peak ({matmul_size}^3)...")
     peak = measure_matmul_peak(matmul_size)
   machine = machine_info(peak, torch_threads)
+  machine["encoder_dropout"] = {"hidden": bert_config.hidden_dropout_prob,
+                                "attention": bert_config.attention_probs_dropout_prob}
   hf_tokenizer = BertTokenizerFast(data.vocab_path)
   rows, breakdowns = [], {}
   ours_sides: dict[tuple, OurSide] = {}
@@ -853,6 +856,8 @@ def run_benchmark(bert_config, data: BenchData, *, model_name: str, workloads: S
         breakdowns[f"{model_name} {workload} {padding} (frozen wemb)"] = pieces
         del ours_sides[(False, ("word_embeddings",))]
       for name in peers:
+        if name == "torch.compile" and padding == "natural" and not torch_compile_natural:
+          continue  # a new padded shape nearly every batch: inductor would recompile most steps
         log(f"{model_name} {workload} {padding}: {name}")
         rows.append(run_peer(peer(name), data, plan, hf_tokenizer, model_name=model_name, peer_name=name,
                              bert_config=bert_config, batch_size=batch_size, warmup=warmup, iters=iters,
@@ -890,7 +895,8 @@ def format_table(result: BenchResult) -> str:
       f"(its own thread pool over all cores)",
       f"versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
       + f"; XLA_FLAGS={m['xla_flags'] or '(none)'}; jax prng {m['prng_impl']}",
-      "fp32 matmul peak (GFLOP/s): " + ", ".join(f"{k} {v:.0f}" for k, v in peak.items()),
+      "fp32 matmul peak (GFLOP/s): " + ", ".join(f"{k} {v:.0f}" for k, v in peak.items())
+      + "; encoder dropout " + ", ".join(f"{k} {v}" for k, v in m.get("encoder_dropout", {}).items()),
       "",
   ]
   header = (f"{'model':<10} {'workload':<9} {'padding':<7} {'impl':<19} {'ms/step':>9} {'ex/s':>8} "
@@ -962,9 +968,12 @@ def main(argv):
   peak = None
   for name in FLAGS.model:
     bert_config = model_config(name, vocab_size=30522)
+    if not FLAGS.encoder_dropout:  # an ablation: what dropout (and its random bits) costs each side
+      bert_config = dataclasses.replace(bert_config, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     result = run_benchmark(
         bert_config, data, model_name=name, workloads=FLAGS.workloads, paddings=FLAGS.paddings,
-        peers=FLAGS.peers, frozen_word_embeddings=FLAGS.frozen_word_embeddings, iters=FLAGS.iters,
+        peers=FLAGS.peers, frozen_word_embeddings=FLAGS.frozen_word_embeddings,
+        torch_compile_natural=FLAGS.torch_compile_natural, iters=FLAGS.iters,
         warmup=FLAGS.warmup, batch_size=FLAGS.batch_per_task, same_length=FLAGS.same_length,
         seed=FLAGS.seed, torch_threads=FLAGS.torch_threads, peak=peak,
         log=lambda s: print(f"[{time.strftime('%H:%M:%S')}] {s}", flush=True))
@@ -988,6 +997,8 @@ def define_flags():
   flags.DEFINE_list("peers", ["hf-sdpa", "torch.compile"], f"PyTorch implementations, among {PEERS}.")
   flags.DEFINE_bool("frozen_word_embeddings", True,
                     "Also time ours with the word-embedding table frozen (multitask, natural).")
+  flags.DEFINE_bool("torch_compile_natural", False,
+                    "Also time torch.compile with natural padding (recompiles per new shape; slow to warm up).")
   flags.DEFINE_integer("iters", 4, "Timed steps per row (distinct batches, at quantiles of an epoch's lengths).")
   flags.DEFINE_integer("warmup", 1, "Untimed steps per row, after ours has compiled every shape.")
   flags.DEFINE_integer("batch_per_task", 32, "Examples per task per step (pairs count once).")
@@ -996,6 +1007,8 @@ def define_flags():
   flags.DEFINE_integer("seed", 0, "Which batches, and the random init.")
   flags.DEFINE_string("prng_impl", "", "jax_default_prng_impl for ours (threefry2x32, rbg, unsafe_rbg); "
                       "'' leaves jax's default.")
+  flags.DEFINE_bool("encoder_dropout", True, "False: both sides' encoders without dropout (an ablation; "
+                    "ours then also trains through jax.nn.dot_product_attention).")
   flags.DEFINE_bool("compilation_cache", True, "Use the trainer's persistent XLA compilation cache.")
   flags.DEFINE_string("out", "", "Also write the rows, ratios and breakdowns as JSON here.")
 
