@@ -3,15 +3,11 @@
   python -m train.main --config=train/configs/pcgrad_sts_only.py --workdir=workdirs/pcgrad_sts_only
 """
 
-from train.configs import default
+from train.configs import pcgrad_diff
 
 
 def get_config():
-  config = default.get_config()
+  config = pcgrad_diff.get_config()
   config.name = "pcgrad_sts_only"
-  config.model.paraphrase_head = "diff"
-  config.model.similarity_head = "diff"
-  config.schedule = "round_robin"
-  config.pcgrad.enabled = True
   config.pcgrad.tasks = ("sts",)
   return config
