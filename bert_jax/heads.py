@@ -27,6 +27,7 @@ import numpy as np
 import optax
 
 from bert_jax.config import BertConfig
+from bert_jax.dropout import Dropout
 from bert_jax.modeling import BertModel, BertOutput, mean_pool
 
 Array = jax.Array
@@ -73,7 +74,7 @@ class SentimentHead(nn.Module):
 
   @nn.compact
   def __call__(self, pooled: Array, deterministic: bool) -> Array:
-    pooled = nn.Dropout(self.dropout_rate)(pooled.astype(jnp.float32), deterministic=deterministic)
+    pooled = Dropout(self.dropout_rate)(pooled.astype(jnp.float32), deterministic=deterministic)
     return _dense(self.num_classes, "output")(pooled)
 
 
@@ -126,7 +127,7 @@ class ConcatHead(PairHead):
   @nn.compact
   def __call__(self, u: Array, v: Array, deterministic: bool) -> Array:
     self._check_task()
-    features = nn.Dropout(self.dropout_rate)(jnp.concatenate([u, v], -1), deterministic=deterministic)
+    features = Dropout(self.dropout_rate)(jnp.concatenate([u, v], -1), deterministic=deterministic)
     return self._output(features)
 
 
@@ -168,7 +169,7 @@ class DiffHead(PairHead):
   @nn.compact
   def __call__(self, u: Array, v: Array, deterministic: bool) -> Array:
     self._check_task()
-    features = nn.Dropout(self.dropout_rate)(sbert_features(u, v), deterministic=deterministic)
+    features = Dropout(self.dropout_rate)(sbert_features(u, v), deterministic=deterministic)
     return self._output(features)
 
 
@@ -191,7 +192,7 @@ class DiffTwoDenseHead(PairHead):
   @nn.compact
   def __call__(self, u: Array, v: Array, deterministic: bool) -> Array:
     self._check_task()
-    dropout = nn.Dropout(self.dropout_rate)
+    dropout = Dropout(self.dropout_rate)
     hidden = self._trunk()(dropout(sbert_features(u, v), deterministic=deterministic))
     return self._output(dropout(hidden, deterministic=deterministic))
 
@@ -217,7 +218,7 @@ class ProductHead(PairHead):
   @nn.compact
   def __call__(self, u: Array, v: Array, deterministic: bool) -> Array:
     self._check_task()
-    dropout = nn.Dropout(self.dropout_rate)
+    dropout = Dropout(self.dropout_rate)
     product = self._trunk()(dropout(u, deterministic=deterministic), dropout(v, deterministic=deterministic))
     return _dense(1, "interact", bias_init=_output_bias_init(self.task))(product)[..., 0]
 
@@ -229,7 +230,7 @@ class CrossEncoderHead(PairHead):
   @nn.compact
   def __call__(self, pooled: Array, deterministic: bool) -> Array:
     self._check_task()
-    pooled = nn.Dropout(self.dropout_rate)(pooled, deterministic=deterministic)
+    pooled = Dropout(self.dropout_rate)(pooled, deterministic=deterministic)
     return self._output(pooled)
 
 
