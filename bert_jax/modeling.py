@@ -17,8 +17,10 @@ from typing import NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from bert_jax.config import BertConfig
+from bert_jax.dropout import Dropout, keep_mask
 
 Array = jax.Array
 
@@ -28,11 +30,21 @@ class BertOutput(NamedTuple):
   pooled_output: Array | None  # [batch, hidden]: tanh(dense([CLS])), None without a pooler
 
 
+def gelu_erf(x: Array) -> Array:
+  """Exact GELU, x * Phi(x), written with erf as Hugging Face BERT writes it.
+
+  `nn.gelu(approximate=False)` uses erfc, which XLA:CPU lowers to a long
+  exp-and-select expansion; erf is one vectorised rational polynomial. That was
+  ~50 ms of a 1 s SST step (batch 32, length 64) for the same values to 1e-7.
+  """
+  return x * (0.5 + 0.5 * jax.lax.erf(x * np.float32(1.0 / np.sqrt(2.0))).astype(x.dtype))
+
+
 def _activation(name: str):
   # HF "gelu" is the exact erf form; "gelu_new" is the tanh approximation.
   return {
-      "gelu": lambda x: nn.gelu(x, approximate=False),
-      "gelu_python": lambda x: nn.gelu(x, approximate=False),
+      "gelu": gelu_erf,
+      "gelu_python": gelu_erf,
       "gelu_new": lambda x: nn.gelu(x, approximate=True),
       "relu": nn.relu,
   }[name]
@@ -43,8 +55,31 @@ def _dense(features: int, dtype, name: str) -> nn.Dense:
                   kernel_init=nn.initializers.normal(0.02))
 
 
-def _layer_norm(config: BertConfig, dtype, name: str = "LayerNorm") -> nn.LayerNorm:
-  return nn.LayerNorm(epsilon=config.layer_norm_eps, dtype=dtype, param_dtype=jnp.float32, name=name)
+class LayerNorm(nn.Module):
+  """LayerNorm over the last axis, statistics in float32; params `scale` and `bias` as nn.LayerNorm's.
+
+  Written out rather than `nn.LayerNorm` because XLA:CPU materialised that
+  one's `rsqrt(var) * scale` as a full [batch, length, hidden] broadcast in the
+  forward pass and again in the backward (~25 ms of a 1 s SST step at batch
+  32, length 64); here the scale multiplies the normalised values directly.
+  """
+  epsilon: float
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    features = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (features,), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
+    x = x.astype(jnp.float32)
+    centered = x - jnp.mean(x, axis=-1, keepdims=True)
+    variance = jnp.mean(jnp.square(centered), axis=-1, keepdims=True)
+    normalized = centered * jax.lax.rsqrt(variance + self.epsilon)
+    return (normalized * scale + bias).astype(self.dtype)
+
+
+def _layer_norm(config: BertConfig, dtype, name: str = "LayerNorm") -> LayerNorm:
+  return LayerNorm(epsilon=config.layer_norm_eps, dtype=dtype, name=name)
 
 
 class BertEmbeddings(nn.Module):
@@ -66,7 +101,7 @@ class BertEmbeddings(nn.Module):
     positions = embed("position_embeddings", cfg.max_position_embeddings)(jnp.arange(length)[None, :])
     token_types = embed("token_type_embeddings", cfg.type_vocab_size)(token_type_ids)
     hidden = _layer_norm(cfg, self.dtype)(words + positions + token_types)
-    return nn.Dropout(cfg.hidden_dropout_prob)(hidden, deterministic=deterministic)
+    return Dropout(cfg.hidden_dropout_prob)(hidden, deterministic=deterministic)
 
 
 def dot_product_attention(query: Array, key: Array, value: Array, mask: Array, *,
@@ -85,7 +120,7 @@ def dot_product_attention(query: Array, key: Array, value: Array, mask: Array, *
   logits = jnp.einsum("bqhd,bkhd->bhqk", query, key).astype(jnp.float32) / jnp.sqrt(depth).astype(jnp.float32)
   logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
   probs = jax.nn.softmax(logits, axis=-1)
-  keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
+  keep = keep_mask(dropout_rng, dropout_rate, probs.shape)
   probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0).astype(value.dtype)
   return jnp.einsum("bhqk,bkhd->bqhd", probs, value)
 
@@ -116,7 +151,7 @@ class BertAddAndNorm(nn.Module):
   def __call__(self, hidden: Array, residual: Array, deterministic: bool) -> Array:
     cfg = self.config
     hidden = _dense(cfg.hidden_size, self.dtype, "dense")(hidden)
-    hidden = nn.Dropout(cfg.hidden_dropout_prob)(hidden, deterministic=deterministic)
+    hidden = Dropout(cfg.hidden_dropout_prob)(hidden, deterministic=deterministic)
     return _layer_norm(cfg, self.dtype)(hidden + residual)
 
 

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from bert_jax.config import BertConfig, ConfigError
-from bert_jax.modeling import BertModel, dot_product_attention, mean_pool
+import flax.linen as nn
+
+from bert_jax.modeling import BertModel, LayerNorm, dot_product_attention, gelu_erf, mean_pool
 
 CONFIG = BertConfig.tiny()
 
@@ -101,6 +103,27 @@ def test_bfloat16_compute_is_close_to_float32(params):
   diff = np.abs(np.asarray(half, np.float32) - np.asarray(full))[real]
   assert diff.max() < 0.1, diff.max()  # LayerNorm outputs are O(1); bf16 has ~3 significant digits
   assert diff.mean() < 0.02, diff.mean()
+
+
+def test_gelu_erf_is_exact_gelu():
+  x = jnp.linspace(-8.0, 8.0, 4001)
+  np.testing.assert_allclose(gelu_erf(x), nn.gelu(x, approximate=False), atol=1e-6)  # float32 at |x| <= 8
+  grad = jax.vmap(jax.grad(gelu_erf))(x)
+  np.testing.assert_allclose(grad, jax.vmap(jax.grad(lambda v: nn.gelu(v, approximate=False)))(x), atol=2e-6)
+
+
+def test_layer_norm_matches_flax_layer_norm():
+  x = jnp.asarray(np.random.default_rng(0).normal(3.0, 2.0, size=(4, 7, 32)), jnp.float32)
+  ours = LayerNorm(epsilon=1e-12)
+  theirs = nn.LayerNorm(epsilon=1e-12)
+  params = theirs.init(jax.random.key(0), x)
+  params = jax.tree.map(lambda p: p + jnp.asarray(np.random.default_rng(1).normal(size=p.shape), p.dtype), params)
+  np.testing.assert_allclose(ours.apply(params, x), theirs.apply(params, x), atol=2e-5)
+  assert jax.tree.structure(ours.init(jax.random.key(0), x)) == jax.tree.structure(params)
+  loss = lambda module: lambda p, x: jnp.sum(jnp.sin(module.apply(p, x)))
+  for a, b in zip(jax.tree.leaves(jax.grad(loss(ours), argnums=(0, 1))(params, x)),
+                  jax.tree.leaves(jax.grad(loss(theirs), argnums=(0, 1))(params, x))):
+    np.testing.assert_allclose(a, b, atol=1e-4)
 
 
 def test_mean_pool_ignores_padding():
