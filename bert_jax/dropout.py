@@ -40,22 +40,44 @@ def _lowbias32(x: Array) -> Array:
   return x ^ (x >> 16)
 
 
-def random_bits(key: Array, shape: tuple[int, ...]) -> Array:
-  """uint32 bits of `shape`, a hash of (key, flat element index)."""
+def seeds_from_key(key: Array) -> Array:
+  """The two uint32 seeds a mask is hashed from: the only threefry work of a dropout call."""
+  return jax.random.bits(key, (2,), jnp.uint32)
+
+
+def random_bits_from_seeds(seeds: Array, shape: tuple[int, ...]) -> Array:
+  """uint32 bits of `shape`, a hash of (seeds, flat element index)."""
   size = int(np.prod(shape, dtype=np.int64))
   if size >= 2 ** 32:
     raise ValueError(f"dropout over {size} elements: the flat index must fit in 32 bits")
-  seeds = jax.random.bits(key, (2,), jnp.uint32)
   index = jax.lax.iota(jnp.uint32, size).reshape(shape)
   return _lowbias32(_lowbias32(index ^ seeds[0]) + seeds[1])
 
 
-def keep_mask(key: Array, rate: float, shape: tuple[int, ...]) -> Array:
-  """Boolean mask, True with probability 1 - rate (to within 2^-32)."""
+def random_bits(key: Array, shape: tuple[int, ...]) -> Array:
+  """uint32 bits of `shape`, a hash of (key, flat element index)."""
+  return random_bits_from_seeds(seeds_from_key(key), shape)
+
+
+def _threshold(rate: float) -> np.uint32:
   if not 0.0 <= rate < 1.0:
     raise ValueError(f"dropout rate {rate} must be in [0, 1)")
-  threshold = np.uint32(min(round(rate * 2.0 ** 32), 2 ** 32 - 1))
-  return random_bits(key, shape) >= threshold
+  return np.uint32(min(round(rate * 2.0 ** 32), 2 ** 32 - 1))
+
+
+def keep_mask_from_seeds(seeds: Array, rate: float, shape: tuple[int, ...]) -> Array:
+  """Boolean mask, True with probability 1 - rate (to within 2^-32).
+
+  Cheap enough to recompute: hand-written backward passes (bert_jax/ops.py)
+  regenerate the mask from the two seeds instead of saving it.
+  """
+  return random_bits_from_seeds(seeds, shape) >= _threshold(rate)
+
+
+def keep_mask(key: Array, rate: float, shape: tuple[int, ...]) -> Array:
+  """Boolean mask, True with probability 1 - rate (to within 2^-32)."""
+  _threshold(rate)
+  return keep_mask_from_seeds(seeds_from_key(key), rate, shape)
 
 
 def dropout(x: Array, rate: float, key: Array) -> Array:

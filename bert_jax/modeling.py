@@ -19,8 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bert_jax import ops
 from bert_jax.config import BertConfig
-from bert_jax.dropout import Dropout, keep_mask
+from bert_jax.dropout import Dropout, seeds_from_key
 
 Array = jax.Array
 
@@ -58,10 +59,9 @@ def _dense(features: int, dtype, name: str) -> nn.Dense:
 class LayerNorm(nn.Module):
   """LayerNorm over the last axis, statistics in float32; params `scale` and `bias` as nn.LayerNorm's.
 
-  Written out rather than `nn.LayerNorm` because XLA:CPU materialised that
-  one's `rsqrt(var) * scale` as a full [batch, length, hidden] broadcast in the
-  forward pass and again in the backward (~25 ms of a 1 s SST step at batch
-  32, length 64); here the scale multiplies the normalised values directly.
+  Not `nn.LayerNorm`: XLA:CPU materialised that one's `rsqrt(var) * scale` as a
+  full [batch, length, hidden] broadcast in the forward pass and again in the
+  backward. `ops.layer_norm` has a hand-written backward instead.
   """
   epsilon: float
   dtype: jnp.dtype = jnp.float32
@@ -71,11 +71,7 @@ class LayerNorm(nn.Module):
     features = x.shape[-1]
     scale = self.param("scale", nn.initializers.ones, (features,), jnp.float32)
     bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
-    x = x.astype(jnp.float32)
-    centered = x - jnp.mean(x, axis=-1, keepdims=True)
-    variance = jnp.mean(jnp.square(centered), axis=-1, keepdims=True)
-    normalized = centered * jax.lax.rsqrt(variance + self.epsilon)
-    return (normalized * scale + bias).astype(self.dtype)
+    return ops.layer_norm(x, scale, bias, self.epsilon).astype(self.dtype)
 
 
 def _layer_norm(config: BertConfig, dtype, name: str = "LayerNorm") -> LayerNorm:
@@ -112,17 +108,40 @@ def dot_product_attention(query: Array, key: Array, value: Array, mask: Array, *
   Without attention dropout this is `jax.nn.dot_product_attention`, which XLA
   (and cuDNN on GPUs) compiles to a fused kernel. BERT fine-tuning uses dropout on
   the attention probabilities, which that API lacks, so the training path spells
-  the softmax out. Softmax runs in float32 in both paths, whatever the compute dtype.
+  the softmax out (`ops.softmax_dropout`, whose backward regenerates the dropout
+  mask instead of storing it). Softmax runs in float32 in both paths.
   """
   if deterministic or dropout_rate == 0.0:
     return jax.nn.dot_product_attention(query, key, value, mask=mask)
   depth = query.shape[-1]
-  logits = jnp.einsum("bqhd,bkhd->bhqk", query, key).astype(jnp.float32) / jnp.sqrt(depth).astype(jnp.float32)
-  logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-  probs = jax.nn.softmax(logits, axis=-1)
-  keep = keep_mask(dropout_rng, dropout_rate, probs.shape)
-  probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0).astype(value.dtype)
-  return jnp.einsum("bhqk,bkhd->bqhd", probs, value)
+  logits = jnp.einsum("bqhd,bkhd->bhqk", query * np.float32(1.0 / np.sqrt(depth)).astype(query.dtype), key)
+  probs = ops.softmax_dropout(logits, mask, seeds_from_key(dropout_rng), dropout_rate)
+  return jnp.einsum("bhqk,bkhd->bqhd", probs.astype(value.dtype), value)
+
+
+class DenseParams(nn.Module):
+  """A dense layer's `kernel` [in, out] and `bias` [out] (nn.Dense's names and init), not applied.
+
+  For layers whose bias add belongs inside a fused block of `ops`.
+  """
+  features: int
+
+  @nn.compact
+  def __call__(self, in_features: int) -> tuple[Array, Array]:
+    kernel = self.param("kernel", nn.initializers.normal(0.02), (in_features, self.features), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+    return kernel, bias
+
+
+def _matmul(x: Array, kernel: Array, dtype) -> Array:
+  return ops.matmul(x.astype(dtype), kernel.astype(dtype))
+
+
+def _dropout_seeds(module: nn.Module, rate: float, deterministic: bool) -> tuple[Array, float]:
+  """(seeds, rate) for an `ops` block: fresh seeds when training, none (rate 0) otherwise."""
+  if deterministic or rate == 0.0:
+    return jnp.zeros((2,), jnp.uint32), 0.0
+  return seeds_from_key(module.make_rng("dropout")), rate
 
 
 class BertSelfAttention(nn.Module):
@@ -132,9 +151,11 @@ class BertSelfAttention(nn.Module):
   @nn.compact
   def __call__(self, hidden: Array, mask: Array, deterministic: bool) -> Array:
     cfg = self.config
-    split_heads = lambda x: x.reshape(x.shape[:2] + (cfg.num_attention_heads, cfg.head_dim))
-    query, key, value = (split_heads(_dense(cfg.hidden_size, self.dtype, n)(hidden))
-                         for n in ("query", "key", "value"))
+    names = ("query", "key", "value")
+    kernels, biases = zip(*(DenseParams(cfg.hidden_size, name=n)(hidden.shape[-1]) for n in names))
+    projected = ops.shared_input_matmuls(hidden.astype(self.dtype), tuple(k.astype(self.dtype) for k in kernels))
+    query, key, value = ((p + b.astype(self.dtype)).reshape(p.shape[:2] + (cfg.num_attention_heads, cfg.head_dim))
+                         for p, b in zip(projected, biases))
     needs_rng = not deterministic and cfg.attention_probs_dropout_prob > 0.0
     context = dot_product_attention(
         query, key, value, mask, dropout_rate=cfg.attention_probs_dropout_prob,
@@ -150,9 +171,26 @@ class BertAddAndNorm(nn.Module):
   @nn.compact
   def __call__(self, hidden: Array, residual: Array, deterministic: bool) -> Array:
     cfg = self.config
-    hidden = _dense(cfg.hidden_size, self.dtype, "dense")(hidden)
-    hidden = Dropout(cfg.hidden_dropout_prob)(hidden, deterministic=deterministic)
-    return _layer_norm(cfg, self.dtype)(hidden + residual)
+    kernel, bias = DenseParams(cfg.hidden_size, name="dense")(hidden.shape[-1])
+    scale, ln_bias = _layer_norm_params(self, cfg.hidden_size)
+    seeds, rate = _dropout_seeds(self, cfg.hidden_dropout_prob, deterministic)
+    out = ops.dropout_add_layer_norm(_matmul(hidden, kernel, self.dtype), bias, residual, scale, ln_bias,
+                                     seeds, rate, cfg.layer_norm_eps)
+    return out.astype(self.dtype)
+
+
+def _layer_norm_params(module: nn.Module, features: int) -> tuple[Array, Array]:
+  """The `LayerNorm/scale` and `LayerNorm/bias` params of `module`, as nn.LayerNorm names them."""
+  return LayerNormParams(features, name="LayerNorm")()
+
+
+class LayerNormParams(nn.Module):
+  features: int
+
+  @nn.compact
+  def __call__(self) -> tuple[Array, Array]:
+    return (self.param("scale", nn.initializers.ones, (self.features,), jnp.float32),
+            self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32))
 
 
 class BertAttention(nn.Module):
@@ -171,8 +209,12 @@ class BertIntermediate(nn.Module):
 
   @nn.compact
   def __call__(self, hidden: Array) -> Array:
-    hidden = _dense(self.config.intermediate_size, self.dtype, "dense")(hidden)
-    return _activation(self.config.hidden_act)(hidden)
+    cfg = self.config
+    kernel, bias = DenseParams(cfg.intermediate_size, name="dense")(hidden.shape[-1])
+    projected = _matmul(hidden, kernel, self.dtype)
+    if cfg.hidden_act in ("gelu", "gelu_python"):
+      return ops.bias_gelu(projected, bias)
+    return _activation(cfg.hidden_act)(projected + bias.astype(self.dtype))
 
 
 class BertLayer(nn.Module):
