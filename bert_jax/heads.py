@@ -28,7 +28,7 @@ import optax
 
 from bert_jax.config import BertConfig
 from bert_jax.dropout import Dropout
-from bert_jax.modeling import BertModel, BertOutput, mean_pool
+from bert_jax.modeling import BertModel, BertOutput, mean_pool, segment_mean_pool
 
 Array = jax.Array
 Batch = Mapping[str, Any]
@@ -262,8 +262,19 @@ def shareable_pair_heads() -> tuple[str, ...]:
   return tuple(name for name, cls in PAIR_HEADS.items() if cls.trunk_class is not None)
 
 
+def is_packed(batch: Batch) -> bool:
+  """Whether `batch` is packed (data_prep/packing.py): rows of several sequences with segment ids."""
+  return "segment_ids" in batch
+
+
 def batch_encoding(batch: Batch, task: str) -> str:
-  """"separate" for [B, 2, L] input_ids, "joint" for [B, L]."""
+  """"separate" for [B, 2, L] input_ids (packed: two sequences per example), "joint" for [B, L]."""
+  if is_packed(batch):
+    per_example = np.shape(batch["sequence_slots"])[-1]
+    if per_example in (1, 2):
+      return "separate" if per_example == 2 else "joint"
+    raise ValueError(f"{task} packed batch: sequence_slots has shape {np.shape(batch['sequence_slots'])}; "
+                     "expected [B, 1] or [B, 2]")
   shape = np.shape(batch["input_ids"])
   if len(shape) == 3 and shape[1] == 2:
     return "separate"
@@ -349,8 +360,23 @@ class MultitaskBert(nn.Module):
       return output.pooled_output.astype(jnp.float32)
     return mean_pool(output.last_hidden_state, batch["attention_mask"])
 
+  def _pooled_packed(self, batch: Batch, pooling: str, deterministic: bool) -> Array:
+    """[B, k, H] float32 embeddings of each example's k packed sequences."""
+    output = self.bert(batch["input_ids"], token_type_ids=batch["token_type_ids"],
+                       position_ids=batch["position_ids"], segment_ids=batch["segment_ids"],
+                       sequence_starts=batch["sequence_starts"], deterministic=deterministic)
+    if pooling == "cls":
+      return output.pooled_output.astype(jnp.float32)
+    return segment_mean_pool(output.last_hidden_state, batch["segment_ids"], batch["sequence_slots"])
+
   def sentiment(self, batch: Batch, deterministic: bool = True) -> Array:
     """[B, num_sentiment_classes] float32 logits."""
+    if is_packed(batch):
+      pooled = self._pooled_packed(batch, self.sentiment_pooling, deterministic)
+      if pooled.shape[1] != 1:
+        raise ValueError(f"sst packed batch: sequence_slots has shape {np.shape(batch['sequence_slots'])}; "
+                         "expected [B, 1]")
+      return self.sentiment_head(pooled[:, 0], deterministic)
     if np.ndim(batch["input_ids"]) != 2:
       raise ValueError(f"sst batch: input_ids has shape {np.shape(batch['input_ids'])}; expected [B, L]")
     return self.sentiment_head(self._pooled(batch, self.sentiment_pooling, deterministic), deterministic)
@@ -362,6 +388,11 @@ class MultitaskBert(nn.Module):
           f"{task} batch is {encoding!r} (input_ids {np.shape(batch['input_ids'])}) but head {head_name!r} "
           f"reads {head.encoding!r} batches ([B, 2, L] for bi-encoder heads, [B, L] for 'cross'); "
           f"build the {task} input with encoding={head.encoding!r}")
+    if is_packed(batch):
+      if encoding == "joint":
+        return head(self._pooled_packed(batch, "cls", deterministic)[:, 0], deterministic)
+      pooled = self._pooled_packed(batch, self.pair_pooling, deterministic)
+      return head(pooled[:, 0], pooled[:, 1], deterministic)
     if encoding == "joint":
       return head(self._pooled(batch, "cls", deterministic), deterministic)
     # Both sentences go through the encoder in one call: [B, 2, L] -> [2B, L].

@@ -84,17 +84,20 @@ class BertEmbeddings(nn.Module):
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, input_ids: Array, token_type_ids: Array, deterministic: bool) -> Array:
+  def __call__(self, input_ids: Array, token_type_ids: Array, deterministic: bool,
+               position_ids: Array | None = None) -> Array:
     cfg = self.config
     init = nn.initializers.normal(0.02)
     embed = lambda n, size: nn.Embed(size, cfg.hidden_size, dtype=self.dtype, param_dtype=jnp.float32,
                                      embedding_init=init, name=n)
     length = input_ids.shape[-1]
-    if length > cfg.max_position_embeddings:
-      raise ValueError(f"sequence length {length} exceeds max_position_embeddings="
-                       f"{cfg.max_position_embeddings}; tokenize with a smaller max_length")
+    if position_ids is None:  # packed rows bring their own, restarting per sequence
+      if length > cfg.max_position_embeddings:
+        raise ValueError(f"sequence length {length} exceeds max_position_embeddings="
+                         f"{cfg.max_position_embeddings}; tokenize with a smaller max_length")
+      position_ids = jnp.arange(length)[None, :]
     words = embed("word_embeddings", cfg.vocab_size)(input_ids)
-    positions = embed("position_embeddings", cfg.max_position_embeddings)(jnp.arange(length)[None, :])
+    positions = embed("position_embeddings", cfg.max_position_embeddings)(position_ids)
     token_types = embed("token_type_embeddings", cfg.type_vocab_size)(token_type_ids)
     hidden = _layer_norm(cfg, self.dtype)(words + positions + token_types)
     return Dropout(cfg.hidden_dropout_prob)(hidden, deterministic=deterministic)
@@ -250,13 +253,19 @@ class BertEncoder(nn.Module):
 
 
 class BertPooler(nn.Module):
+  """tanh(dense(h)) of each sequence's first ([CLS]) hidden state."""
   config: BertConfig
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, hidden: Array) -> Array:
-    cls = hidden[:, 0]
-    return jnp.tanh(_dense(self.config.hidden_size, self.dtype, "dense")(cls))
+  def __call__(self, first_tokens: Array) -> Array:
+    return jnp.tanh(_dense(self.config.hidden_size, self.dtype, "dense")(first_tokens))
+
+
+def segment_attention_mask(segment_ids: Array) -> Array:
+  """[rows, 1, P, P]: a token attends to the real tokens of its own segment (packed rows)."""
+  query, key = segment_ids[:, None, :, None], segment_ids[:, None, None, :]
+  return (query == key) & (key > 0)
 
 
 class BertModel(nn.Module):
@@ -265,6 +274,13 @@ class BertModel(nn.Module):
   Inputs are int arrays of shape [batch, length]; `attention_mask` is 1 for real
   tokens and 0 for padding. Pass `deterministic=False` and a `"dropout"` rng to
   train with dropout.
+
+  Packed rows (`data_prep/packing.py`): pass `segment_ids` (0 = padding, else
+  which sequence of the row a token belongs to) and `position_ids` (restarting
+  at 0 per sequence) instead of `attention_mask`; attention then stays within
+  each sequence. `sequence_starts` (flat indices row * length + offset of each
+  sequence's first token) says whose [CLS] the pooler reads; `pooled_output`
+  then has the shape of `sequence_starts` plus hidden.
   """
   config: BertConfig
   dtype: jnp.dtype = jnp.float32
@@ -272,17 +288,30 @@ class BertModel(nn.Module):
 
   @nn.compact
   def __call__(self, input_ids: Array, attention_mask: Array | None = None,
-               token_type_ids: Array | None = None, *, deterministic: bool = True) -> BertOutput:
-    if attention_mask is None:
-      attention_mask = jnp.ones_like(input_ids)
+               token_type_ids: Array | None = None, *, position_ids: Array | None = None,
+               segment_ids: Array | None = None, sequence_starts: Array | None = None,
+               deterministic: bool = True) -> BertOutput:
     if token_type_ids is None:
       token_type_ids = jnp.zeros_like(input_ids)
     hidden = BertEmbeddings(self.config, self.dtype, name="embeddings")(
-        input_ids, token_type_ids, deterministic)
-    # [batch, 1 (heads), 1 (queries), keys]: every query may attend to every real key.
-    mask = attention_mask.astype(bool)[:, None, None, :]
+        input_ids, token_type_ids, deterministic, position_ids)
+    if segment_ids is not None:
+      mask = segment_attention_mask(segment_ids)
+    else:
+      if attention_mask is None:
+        attention_mask = jnp.ones_like(input_ids)
+      # [batch, 1 (heads), 1 (queries), keys]: every query may attend to every real key.
+      mask = attention_mask.astype(bool)[:, None, None, :]
     hidden = BertEncoder(self.config, self.dtype, name="encoder")(hidden, mask, deterministic)
-    pooled = BertPooler(self.config, self.dtype, name="pooler")(hidden) if self.add_pooling_layer else None
+    pooled = None
+    if self.add_pooling_layer:
+      if sequence_starts is None:
+        first_tokens = hidden[:, 0]
+      else:
+        flat = hidden.reshape(-1, hidden.shape[-1])
+        first_tokens = jnp.take(flat, sequence_starts.reshape(-1), axis=0).reshape(
+            sequence_starts.shape + (hidden.shape[-1],))
+      pooled = BertPooler(self.config, self.dtype, name="pooler")(first_tokens)
     return BertOutput(hidden, pooled)
 
 
@@ -291,3 +320,19 @@ def mean_pool(hidden: Array, attention_mask: Array) -> Array:
   weights = attention_mask.astype(jnp.float32)[..., None]
   summed = jnp.sum(hidden.astype(jnp.float32) * weights, axis=-2)
   return summed / jnp.maximum(jnp.sum(weights, axis=-2), 1e-9)
+
+
+def segment_mean_pool(hidden: Array, segment_ids: Array, sequence_slots: Array) -> Array:
+  """Mean of each packed sequence's hidden states: [rows, P, H] -> sequence_slots.shape + [H].
+
+  A row holds at most P // 2 segments; a one-hot [rows, P // 2, P] product
+  sums each segment (a small matmul, where a scatter would run serially on
+  CPU), and `sequence_slots` (row * (P // 2) + segment - 1) picks each sequence's mean.
+  """
+  rows, length, features = hidden.shape
+  segments = jnp.arange(1, length // 2 + 1, dtype=segment_ids.dtype)
+  one_hot = (segment_ids[:, None, :] == segments[None, :, None]).astype(jnp.float32)
+  sums = jnp.einsum("rsp,rph->rsh", one_hot, hidden.astype(jnp.float32))
+  means = sums / jnp.maximum(jnp.sum(one_hot, axis=-1), 1.0)[..., None]
+  picked = jnp.take(means.reshape(-1, features), sequence_slots.reshape(-1), axis=0)
+  return picked.reshape(sequence_slots.shape + (features,))

@@ -32,6 +32,7 @@ from collections.abc import Iterator, Mapping, Sequence
 import numpy as np
 
 from data_prep import bucketing
+from data_prep.packing import PackingSpec
 from data_prep.tokenized import EncodedSplit, Source, encode_source
 
 TASKS = ("sst", "para", "sts")
@@ -154,10 +155,13 @@ class TrainBatches:
   """
 
   def __init__(self, split: EncodedSplit, buckets: Sequence[int], *, batch_size: int, seed: int,
-               task: str, num_devices: int = 1):
+               task: str, num_devices: int = 1, packing: PackingSpec | None = None):
     check_batch_size(batch_size, num_devices)
     self.split = split
-    self.buckets = tuple(buckets)
+    self.packing = packing
+    # Packed batches are drawn without length buckets: the packer removes the
+    # padding, and a batch of similar lengths would only fill its rows worse.
+    self.buckets = (max(buckets),) if packing else tuple(buckets)
     self.bucket_of = bucketing.bucket_index(split.lengths, self.buckets)
     self.batch_size = batch_size
     self.num_devices = num_devices
@@ -214,6 +218,8 @@ class TrainBatches:
     plan = self._current_plan()
     planned = plan[self._segments[-1][1]]
     self._segments[-1][1] += 1
+    if self.packing:
+      return self.packing.collate(self.split, planned.indices)
     return self.split.collate(planned.indices, planned.length)
 
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
@@ -256,15 +262,21 @@ def eval_plan(split: EncodedSplit, batch_size: int, buckets: Sequence[int]) -> l
 
 
 def eval_batches(split: EncodedSplit, batch_size: int, buckets: Sequence[int],
-                 num_devices: int = 1) -> Iterator[dict[str, np.ndarray]]:
+                 num_devices: int = 1, packing: PackingSpec | None = None) -> Iterator[dict[str, np.ndarray]]:
   """Every example of `split` exactly once (weight 1), in fixed-size bucketed batches.
 
-  For unlabeled splits (`split.labeled` is False) labels are -1: write
+  With `packing`, batches follow file order and are packed instead. For
+  unlabeled splits (`split.labeled` is False) labels are -1: write
   predictions keyed by `split.ids[batch["index"]]` (where weights are 1).
   """
   check_batch_size(batch_size, num_devices, what="eval batch size")
+  if packing:
+    buckets = (split.max_length,)
   for planned in eval_plan(split, batch_size, buckets):
-    yield split.collate(planned.indices, planned.length)
+    if packing:
+      yield packing.collate(split, planned.indices)
+    else:
+      yield split.collate(planned.indices, planned.length)
 
 
 def num_eval_batches(split: EncodedSplit, batch_size: int) -> int:

@@ -29,6 +29,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
+from data_prep.packing import PackingSpec
 from data_prep.pipeline import TASKS, TrainBatches, check_batch_size
 from data_prep.tokenized import EncodedSplit
 
@@ -96,6 +97,7 @@ class MultiTaskSampler:
     num_epochs: iteration stops after this many epochs (as defined per schedule).
     seed: shuffling seed; with the same arguments the sequence is identical.
     num_devices: local device count; every batch size must be a multiple of it.
+    packing: pack each task's batches (data_prep/packing.py) instead of padding them.
 
   The counters `epoch`, `step_in_epoch` and `global_step` describe the *next*
   step; after the last step of an epoch, `step_in_epoch` is back at 0.
@@ -103,7 +105,7 @@ class MultiTaskSampler:
 
   def __init__(self, splits: Mapping[str, EncodedSplit], buckets: Mapping[str, Sequence[int]], *,
                schedule: str = "round_robin", proportions: str = "size", total_batch_size: int,
-               num_epochs: int, seed: int = 0, num_devices: int = 1):
+               num_epochs: int, seed: int = 0, num_devices: int = 1, packing: PackingSpec | None = None):
     if schedule not in SCHEDULES:
       raise ValueError(f"schedule={schedule!r}; expected one of {SCHEDULES}")
     if proportions not in PROPORTIONS:
@@ -117,9 +119,9 @@ class MultiTaskSampler:
     self.sizes = {t: len(splits[t]) for t in self.tasks}
     self.schedule, self.proportions = schedule, proportions
     self.total_batch_size, self.num_epochs = total_batch_size, num_epochs
-    self.seed, self.num_devices = seed, num_devices
+    self.seed, self.num_devices, self.packing = seed, num_devices, packing
     self._iterators = {t: TrainBatches(splits[t], buckets[t], batch_size=self.batch_sizes(0)[t],
-                                       seed=seed, task=t, num_devices=num_devices)
+                                       seed=seed, task=t, num_devices=num_devices, packing=packing)
                        for t in self.tasks}
     self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
 
@@ -168,7 +170,8 @@ class MultiTaskSampler:
   def _config(self) -> dict:
     return {"tasks": self.tasks, "sizes": self.sizes, "schedule": self.schedule,
             "proportions": self.proportions, "total_batch_size": self.total_batch_size,
-            "num_epochs": self.num_epochs, "seed": self.seed, "num_devices": self.num_devices}
+            "num_epochs": self.num_epochs, "seed": self.seed, "num_devices": self.num_devices,
+            "packing": self.packing.to_dict() if self.packing else None}
 
   def get_state(self) -> dict:
     """JSON-able: the counters, each task iterator's position, and the config it is valid for."""

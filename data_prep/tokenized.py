@@ -27,6 +27,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from absl import logging
 
+from data_prep import packing
+
 PAIR_ENCODINGS = ("separate", "joint")
 CACHE_FORMAT = 1  # bump when the .npz layout changes
 
@@ -164,6 +166,30 @@ class EncodedSplit:
     batch["weights"] = real.astype(np.float32)
     batch["index"] = np.where(real, indices, -1).astype(np.int32)
     assert batch["labels"].shape == (batch_size,)
+    return batch
+
+  def collate_packed(self, indices: np.ndarray, *, pack_lengths: Sequence[int], row_multiple: int = 1,
+                     num_groups: int = 1) -> dict[str, np.ndarray]:
+    """One packed batch (data_prep/packing.py) of these examples; index -1 makes a weight-0 filler.
+
+    A filler example is "[CLS] [SEP]" (each side of a pair), so its pooled
+    embedding is finite, as in `collate`.
+    """
+    indices = np.asarray(indices, dtype=np.int64)
+    real = indices >= 0
+    filler = np.asarray([self.special.cls, self.special.sep], np.int32)
+    keys = ("input_ids_a", "input_ids_b") if self.pair_encoding == "separate" else ("input_ids",)
+    sequences = [[self.tokens[k].row(i) if i >= 0 else filler for k in keys] for i in indices]
+    token_types = None
+    if "token_type_ids" in self.tokens and self.pair_encoding != "separate":
+      types = self.tokens["token_type_ids"]
+      token_types = [[types.row(i) if i >= 0 else None] for i in indices]
+    batch = packing.pack(sequences, pad_id=self.special.pad, pack_lengths=pack_lengths,
+                         row_multiple=row_multiple, num_groups=num_groups, token_types=token_types)
+    safe = np.where(real, indices, 0)
+    batch["labels"] = np.where(real, self.labels[safe], 0).astype(self.labels.dtype)
+    batch["weights"] = real.astype(np.float32)
+    batch["index"] = np.where(real, indices, -1).astype(np.int32)
     return batch
 
   def _pad_rows(self, ids: Ragged, types: Ragged | None, indices: np.ndarray, length: int):

@@ -9,6 +9,7 @@ task from the training split, so training and evaluation share shapes.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Iterator, Mapping
 
 import ml_collections
@@ -16,6 +17,7 @@ import numpy as np
 
 from bert_jax import heads
 from data_prep import bucketing, pipeline
+from data_prep.packing import PackingSpec
 from data_prep.sampler import MultiTaskSampler
 
 SPLITS = ("train", "validation", "test")
@@ -33,6 +35,7 @@ class TaskData:
   splits: Mapping[str, Mapping[str, Any]]  # task -> split -> EncodedSplit
   buckets: Mapping[str, tuple[int, ...]]
   quora_split: str
+  packing: Mapping[str, Any] | None = None  # config.data's packing fields, or None to pad to buckets
 
   @classmethod
   def create(cls, config: ml_collections.ConfigDict, tokenizer) -> "TaskData":
@@ -59,17 +62,35 @@ class TaskData:
     buckets = {t: bucketing.choose_bucket_lengths(splits[t]["train"].lengths, num_buckets=data.num_buckets,
                                                   max_length=data.max_length)
                for t in pipeline.TASKS}
-    return cls(splits, buckets, data.quora_split)
+    packing = None
+    if data.get("packing", False):
+      packing = {"pack_lengths": tuple(int(n) for n in data.pack_lengths),
+                 "row_multiple": int(data.pack_row_multiple),
+                 "eval_row_multiple": int(data.eval_pack_row_multiple)}
+      if max(packing["pack_lengths"]) < data.max_length:
+        raise ValueError(f"config.data.pack_lengths={packing['pack_lengths']} cannot hold a sequence of "
+                         f"max_length={data.max_length}; add {data.max_length}")
+    return cls(splits, buckets, data.quora_split, packing)
+
+  def packing_spec(self, *, parallel_mode: str, num_devices: int, evaluation: bool = False) -> PackingSpec | None:
+    """The packing layout for these devices: one group per device under pmap, rows divisible under jit."""
+    if not self.packing:
+      return None
+    multiple = self.packing["eval_row_multiple" if evaluation else "row_multiple"]
+    if parallel_mode == "pmap":
+      return PackingSpec(self.packing["pack_lengths"], multiple, num_groups=num_devices)
+    return PackingSpec(self.packing["pack_lengths"], math.lcm(multiple, num_devices), num_groups=1)
 
   def train_stream(self, *, schedule: str, proportions: str, batch_size: int, num_epochs: int,
-                   seed: int, num_devices: int) -> MultiTaskSampler:
+                   seed: int, num_devices: int, packing: PackingSpec | None = None) -> MultiTaskSampler:
     return MultiTaskSampler({t: s["train"] for t, s in self.splits.items()}, self.buckets,
                             schedule=schedule, proportions=proportions, total_batch_size=batch_size,
-                            num_epochs=num_epochs, seed=seed, num_devices=num_devices)
+                            num_epochs=num_epochs, seed=seed, num_devices=num_devices, packing=packing)
 
-  def eval_batches(self, task: str, split: str, batch_size: int, num_devices: int) -> Iterator[dict]:
+  def eval_batches(self, task: str, split: str, batch_size: int, num_devices: int,
+                   packing: PackingSpec | None = None) -> Iterator[dict]:
     return pipeline.eval_batches(self.splits[task][split], batch_size, self.buckets[task],
-                                 num_devices=num_devices)
+                                 num_devices=num_devices, packing=packing)
 
   def num_examples(self, task: str, split: str) -> int:
     return len(self.splits[task][split])
@@ -92,6 +113,7 @@ class TaskData:
     return {
         "quora_split": self.quora_split,
         "buckets": {t: list(b) for t, b in self.buckets.items()},
+        "packing": dict(self.packing) if self.packing else None,
         "splits": {t: {s: {"name": e.name, "examples": len(e), "provenance": list(e.provenance)}
                        for s, e in splits.items()} for t, splits in self.splits.items()},
     }

@@ -140,7 +140,8 @@ class Trainer:
     config = self.config
     stream = self.data.train_stream(schedule=schedule, proportions=config.proportions,
                                     batch_size=config.batch_size, num_epochs=num_epochs,
-                                    seed=config.seed, num_devices=self.parallel.num_local_devices)
+                                    seed=config.seed, num_devices=self.parallel.num_local_devices,
+                                    packing=self.packing_spec())
     epoch_ends = list(np.cumsum([stream.steps_per_epoch(e) for e in range(num_epochs)]))
     total_steps = int(epoch_ends[-1])
     if config.max_steps > 0:
@@ -161,6 +162,12 @@ class Trainer:
                                 best_metric=config.get("best_metric", "overall_mean")),
                  total_steps, [int(e) for e in epoch_ends], stream)
 
+  def packing_spec(self, evaluation: bool = False):
+    """How batches are packed on these devices (None: padded to length buckets)."""
+    return self.data.packing_spec(parallel_mode=self.parallel.mode,
+                                  num_devices=len(self.parallel.devices) if self.parallel.mode == "jit"
+                                  else self.parallel.num_local_devices, evaluation=evaluation)
+
   # ---- evaluation -------------------------------------------------------------------------------
 
   def predict(self, params: Any, task: str, split: str) -> np.ndarray:
@@ -170,7 +177,7 @@ class Trainer:
     fn = self._predict_fns[task]
     predictions = np.zeros(self.data.num_examples(task, split), np.float32)
     for batch in self.data.eval_batches(task, split, self.config.eval_batch_size,
-                                        self.parallel.num_local_devices):
+                                        self.parallel.num_local_devices, packing=self.packing_spec(True)):
       outputs = self.parallel.gather(fn(params, self.parallel.put_batch(batch)))
       values = np.asarray(heads.predict(task, outputs))
       real = batch["weights"] > 0

@@ -23,7 +23,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.tfds_dir = ""  # "" = the TFDS default (~/tensorflow_datasets)
   config.data.cache_dir = ""  # "" = tokenized-data cache under the TFDS dir
   config.data.max_length = 128
-  config.data.num_buckets = 4
+  config.data.num_buckets = 4  # length buckets, when not packing
+  # Pack several sentences per row (data_prep/packing.py): ~91% of positions are real tokens,
+  # against 67-76% with length buckets. Rows are the smallest pack length that holds the
+  # batch's longest sentence; their number is rounded up to a multiple (fewer shapes to compile).
+  config.data.packing = True
+  config.data.pack_lengths = (64, 128)
+  config.data.pack_row_multiple = 2
+  config.data.eval_pack_row_multiple = 8
   config.data.quora_split = "dev_90_10"  # quora-train.csv is not shipped here; see data_prep
   config.data.extra_sst = ""  # "", "cfimdb_polar" or "cfimdb_not_polar"
   config.data.extra_sts = ""  # "" or "sick"
