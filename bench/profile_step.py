@@ -183,7 +183,7 @@ def main(argv):
   from bench import step_benchmark as sb
   from bert_jax import checkpoints
   vocab_path = str(checkpoints.resolve_checkpoint("minilm-l6").vocab_path)
-  data = sb.load_course_data(vocab_path)
+  data = sb.load_course_data(vocab_path, packing=FLAGS.packing)
   bert_config = sb.model_config(FLAGS.model, vocab_size=30522)
   if FLAGS.workload == "inference":
     raise app.UsageError("profile_step profiles train steps; use --workload=multitask, pcgrad or sst")
@@ -218,6 +218,7 @@ def define_flags():
   flags.DEFINE_enum("workload", "multitask", ["multitask", "pcgrad", "sst"], "Which train step.")
   flags.DEFINE_enum("padding", "natural", ["natural", "same"], "As in bench.step_benchmark.")
   flags.DEFINE_string("model", "minilm-l6", "minilm-l6, bert-base or tiny (random init).")
+  flags.DEFINE_bool("packing", True, "Pack natural batches as the trainer does; --nopacking: length buckets.")
   flags.DEFINE_integer("steps", 2, "Distinct steps (batches at quantiles of an epoch's lengths).")
   flags.DEFINE_integer("iters", 3, "Traced calls of each piece.")
   flags.DEFINE_integer("top", 20, "Logical ops listed per piece.")

@@ -26,11 +26,13 @@ Workloads: "multitask" (one round-robin step: 32 SST sentences, 32 Para pairs an
 (the same with a gradient per task and PCGrad), "sst" (an SST-only step),
 "inference" (SST dev sentences through the encoder and head, no gradient).
 
-Padding: "natural" lets each side pad its own way: ours into the trainer's
-length buckets, as `data_prep.pipeline.plan_epoch` batches them; the peer pads
-each batch to its longest sentence, as the CS224N code does, over the very same
-examples (reshuffled into batches the way a DataLoader would). "same" pads both
-sides to the same fixed length (--same_length), which compares the compute alone.
+Padding: "natural" lets each side pad its own way: ours as the trainer does,
+packing each batch's sentences into rows (`data_prep/packing.py`; with
+--nopacking, padding them to the trainer's length buckets instead); the peer
+pads each batch to its longest sentence, as the CS224N code does, over the
+very same examples (reshuffled into batches the way a DataLoader would).
+"same" pads both sides to the same fixed length (--same_length), which
+compares the compute alone.
 
 FLOPs are counted analytically (`encoder_forward_flops`: the matmuls and the
 attention scores/context of every layer, on the padded shapes each side actually
@@ -186,17 +188,21 @@ class BenchData:
   inference: Any
   buckets: Mapping[str, tuple[int, ...]]
   vocab_path: str
+  packing: Any = None  # data_prep.packing.PackingSpec for training batches, as the trainer packs them
+  eval_packing: Any = None  # ... and for evaluation batches
 
   @classmethod
   def from_task_data(cls, task_data, vocab_path: str) -> "BenchData":
-    """The trainer's own data (`train.data.TaskData`): real CS224N examples and buckets."""
+    """The trainer's own data (`train.data.TaskData`): real CS224N examples, buckets, packing on one device."""
     return cls(train={t: task_data.splits[t]["train"] for t in TASKS},
                inference=task_data.splits["sst"]["validation"], buckets=dict(task_data.buckets),
-               vocab_path=str(vocab_path))
+               vocab_path=str(vocab_path),
+               packing=task_data.packing_spec(parallel_mode="jit", num_devices=1),
+               eval_packing=task_data.packing_spec(parallel_mode="jit", num_devices=1, evaluation=True))
 
   @classmethod
   def from_sentences(cls, tokenizer, sentences: Sequence[str], pairs: Sequence[tuple[str, str]], *,
-                     max_length: int = 128, num_buckets: int = 4) -> "BenchData":
+                     max_length: int = 128, num_buckets: int = 4, packing=None, eval_packing=None) -> "BenchData":
     """Small splits made from the given texts (random labels), for smoke tests."""
     from data_prep import bucketing
     from data_prep.tokenized import EncodedSplit, Ragged, SpecialIds
@@ -219,14 +225,20 @@ class BenchData:
     train_splits = {"sst": sst, "para": para, "sts": sts}
     buckets = {t: bucketing.choose_bucket_lengths(s.lengths, num_buckets=num_buckets, max_length=max_length)
                for t, s in train_splits.items()}
-    return cls(train=train_splits, inference=sst, buckets=buckets, vocab_path=str(tokenizer.vocab_path))
+    return cls(train=train_splits, inference=sst, buckets=buckets, vocab_path=str(tokenizer.vocab_path),
+               packing=packing, eval_packing=eval_packing)
 
 
 @dataclasses.dataclass
 class Batches:
-  """The example rows of one task's batch, and the length ours pads them to (0: the peer's choice)."""
+  """The example rows of one task's batch, and how ours lays them out.
+
+  `length` is what ours pads them to (0: the peer pads to the batch's longest);
+  `packing` (a PackingSpec) makes ours pack them instead, as the trainer does.
+  """
   indices: np.ndarray
   length: int
+  packing: Any = None
 
 
 def quantile_picks(items: Sequence[Any], count: int) -> list[Any]:
@@ -235,31 +247,39 @@ def quantile_picks(items: Sequence[Any], count: int) -> list[Any]:
 
 
 def representative_train_batches(split, buckets: Sequence[int], batch_size: int, count: int,
-                                 rng: np.random.Generator) -> list[Batches]:
-  """`count` of the trainer's bucketed batches, with an epoch's mix of bucket lengths.
+                                 rng: np.random.Generator, packing=None) -> list[Batches]:
+  """`count` of the trainer's batches, with an epoch's mix of lengths.
 
-  Plans an epoch exactly as the trainer does (`plan_epoch`), sorts its full
-  batches by length and takes them at evenly spaced quantiles: a few steps then
-  carry the same share of short and long buckets as the whole epoch, where a
-  random few could all be short (or long).
+  Plans an epoch exactly as the trainer does (`plan_epoch`: length buckets, or
+  with `packing` one bucket, i.e. random batches that are then packed), sorts
+  its full batches by their real tokens and takes them at evenly spaced
+  quantiles: a few steps then carry the same mix of short and long batches as
+  the whole epoch, where a random few could all be short (or long).
   """
   from data_prep import bucketing, pipeline
+  if packing:
+    buckets = (max(buckets),)
   plan = pipeline.plan_epoch(np.arange(len(split)), bucketing.bucket_index(split.lengths, buckets),
                              buckets, batch_size, rng)
-  full = sorted((b for b in plan if np.all(b.indices >= 0)), key=lambda b: b.length)
+  full = sorted((b for b in plan if np.all(b.indices >= 0)),
+                key=lambda b: (b.length, int(split.real_tokens[b.indices].sum())))
   if not full:
     raise ValueError(f"{split.name}: {len(split)} examples make no full batch of {batch_size}")
   picks = quantile_picks(full, count)
-  return [Batches(picks[i].indices, picks[i].length) for i in rng.permutation(count)]
+  return [Batches(picks[i].indices, picks[i].length, packing) for i in rng.permutation(count)]
 
 
-def representative_eval_batches(split, buckets: Sequence[int], batch_size: int, count: int) -> list[Batches]:
+def representative_eval_batches(split, buckets: Sequence[int], batch_size: int, count: int,
+                                packing=None) -> list[Batches]:
   """`count` of the trainer's evaluation batches (`eval_plan`), at quantiles of their lengths."""
   from data_prep import pipeline
+  if packing:
+    buckets = (split.max_length,)
   full = [b for b in pipeline.eval_plan(split, batch_size, buckets) if np.all(b.indices >= 0)]
   if not full:
     raise ValueError(f"{split.name}: {len(split)} examples make no full batch of {batch_size}")
-  return [Batches(b.indices, b.length) for b in quantile_picks(full, count)]
+  full = sorted(full, key=lambda b: int(split.real_tokens[b.indices].sum())) if packing else full
+  return [Batches(b.indices, b.length, packing) for b in quantile_picks(full, count)]
 
 
 def reshuffled(batches: Sequence[Batches], rng: np.random.Generator, *, keep_order: bool = False) -> list[Batches]:
@@ -392,7 +412,9 @@ def check_peer_matches(model_config) -> None:
 
 
 def our_batch(split, batches: Batches) -> dict[str, np.ndarray]:
-  """The trainer's batch for these rows: `EncodedSplit.collate` at the bucket (or fixed) length."""
+  """The trainer's batch for these rows: packed, or `EncodedSplit.collate` at the bucket (or fixed) length."""
+  if batches.packing:
+    return batches.packing.collate(split, batches.indices)
   return split.collate(batches.indices, batches.length)
 
 
@@ -613,7 +635,7 @@ def plan_workload(data: BenchData, workload: str, padding: str, *, batch_size: i
     if padding == "same":
       ours = same_shape_batches(split, batch_size, count, same_length, rng)
       return StepPlan(workload, padding, [{"sst": b} for b in ours], [{"sst": b} for b in ours])
-    ours = representative_eval_batches(split, data.buckets["sst"], batch_size, count)
+    ours = representative_eval_batches(split, data.buckets["sst"], batch_size, count, data.eval_packing)
     return StepPlan(workload, padding, [{"sst": b} for b in ours],
                     [{"sst": b} for b in reshuffled(ours, rng, keep_order=True)])
   tasks = ("sst",) if workload == "sst" else TASKS
@@ -623,7 +645,8 @@ def plan_workload(data: BenchData, workload: str, padding: str, *, batch_size: i
     if padding == "same":
       ours[task] = peer[task] = same_shape_batches(split, batch_size, count, same_length, rng)
     else:
-      ours[task] = representative_train_batches(split, data.buckets[task], batch_size, count, rng)
+      ours[task] = representative_train_batches(split, data.buckets[task], batch_size, count, rng,
+                                                data.packing)
       peer[task] = reshuffled(ours[task], rng)
   return StepPlan(workload, padding, [{t: ours[t][k] for t in tasks} for k in range(count)],
                   [{t: peer[t][k] for t in tasks} for k in range(count)])
@@ -634,10 +657,13 @@ def split_of(data: BenchData, workload: str, task: str):
 
 
 def step_shapes_ours(step: Mapping[str, Mapping[str, np.ndarray]]) -> list[tuple[int, int]]:
-  """[(sequences, length)] per encoder call of our step: pairs go through once as [2B, L]."""
+  """[(rows, length)] per encoder call of our step: pairs go through once as [2B, L]; packed as [R, P]."""
   shapes = []
   for batch in step.values():
     ids = np.shape(batch["input_ids"])
+    if "segment_ids" in batch:
+      shapes.append((ids[0], ids[1]))
+      continue
     shapes.append((ids[0] * ids[1], ids[2]) if len(ids) == 3 else (ids[0], ids[1]))
   return shapes
 
@@ -939,12 +965,13 @@ def model_config(name: str, vocab_size: int):
   raise ValueError(f"--model={name!r}; expected minilm-l6, bert-base or tiny")
 
 
-def load_course_data(vocab_path: str) -> BenchData:
+def load_course_data(vocab_path: str, packing: bool = True) -> BenchData:
   """The trainer's real data (CS224N train splits, SST dev) under the default preset's data config."""
   from bert_jax.tokenizer import Tokenizer
   from train import data as task_data_lib
   from train.configs import default
   config = default.get_config()
+  config.data.packing = packing
   task_data = task_data_lib.TaskData.create(config, Tokenizer.from_vocab_file(vocab_path))
   return BenchData.from_task_data(task_data, vocab_path)
 
@@ -963,7 +990,7 @@ def main(argv):
     train_lib.enable_compilation_cache(default.get_config())
   from bert_jax import checkpoints
   vocab_path = str(checkpoints.resolve_checkpoint("minilm-l6").vocab_path)
-  data = load_course_data(vocab_path)
+  data = load_course_data(vocab_path, packing=FLAGS.packing)
   results = []
   peak = None
   for name in FLAGS.model:
@@ -999,6 +1026,8 @@ def define_flags():
                     "Also time ours with the word-embedding table frozen (multitask, natural).")
   flags.DEFINE_bool("torch_compile_natural", False,
                     "Also time torch.compile with natural padding (recompiles per new shape; slow to warm up).")
+  flags.DEFINE_bool("packing", True, "Ours packs natural batches as the trainer does (default preset); "
+                    "--nopacking pads them to length buckets instead.")
   flags.DEFINE_integer("iters", 4, "Timed steps per row (distinct batches, at quantiles of an epoch's lengths).")
   flags.DEFINE_integer("warmup", 1, "Untimed steps per row, after ours has compiled every shape.")
   flags.DEFINE_integer("batch_per_task", 32, "Examples per task per step (pairs count once).")

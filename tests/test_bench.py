@@ -66,6 +66,27 @@ def test_benchmark_rows_for_ours_and_the_peer(tiny_data):
       "gradient sst", "gradient para", "gradient sts", "apply"}
 
 
+def test_packed_natural_step_sees_the_peers_examples_with_less_padding():
+  from data_prep.packing import PackingSpec
+  tokenizer = Tokenizer.from_checkpoint("minilm-l6")
+  data = step_benchmark.BenchData.from_sentences(
+      tokenizer, [sentence(k) for k in range(16)], [(sentence(k), sentence(k + 5)) for k in range(16)],
+      max_length=32, num_buckets=2, packing=PackingSpec((32,), row_multiple=2),
+      eval_packing=PackingSpec((32,), row_multiple=2))
+  plan = step_benchmark.plan_workload(data, "multitask", "natural", batch_size=4, count=2, same_length=16, seed=0)
+  for step in plan.ours:
+    for task, batches in step.items():
+      batch = step_benchmark.our_batch(data.train[task], batches)
+      assert "segment_ids" in batch and batch["input_ids"].shape[1] == 32
+  result = step_benchmark.run_benchmark(
+      step_benchmark.model_config("tiny", vocab_size=30522), data, model_name="tiny", workloads=("multitask",),
+      paddings=("natural",), peers=("hf-sdpa",), frozen_word_embeddings=False, iters=2, warmup=0,
+      batch_size=4, same_length=16, matmul_size=128, log=lambda _: None)
+  ours, peer = (next(r for r in result.rows if r.impl == impl) for impl in ("ours", "hf-sdpa"))
+  assert ours.real_tokens_per_s * ours.ms_per_step == pytest.approx(peer.real_tokens_per_s * peer.ms_per_step)
+  assert ours.real_fraction > peer.real_fraction
+
+
 def test_natural_padding_gives_the_peer_the_same_examples_padded_to_their_longest(tiny_data):
   plan = step_benchmark.plan_workload(tiny_data, "multitask", "natural", batch_size=4, count=3,
                                       same_length=16, seed=0)
