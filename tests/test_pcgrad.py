@@ -205,7 +205,8 @@ def test_without_rng_the_state_key_is_folded_with_the_count():
   for step in range(2):
     updates, state = update(grads, state)
     expected, _ = pcgrad_combine(grads, jax.random.fold_in(jax.random.PRNGKey(3), step))
-    np.testing.assert_allclose(flat(updates), flat(expected), rtol=1e-6)
+    # Jitted and eager sums reduce in different orders: equal to float32 rounding, not bitwise.
+    np.testing.assert_allclose(flat(updates), flat(expected), rtol=1e-5)
   assert int(state.count) == 2
 
 
