@@ -232,16 +232,21 @@ def matmul(x: Array, kernel: Array) -> Array:
   the smaller operand is transposed explicitly (behind an optimization barrier,
   so XLA keeps that choice) and the product is a plain one.
   """
-  return jnp.dot(x, kernel)
+  return _dot(x, kernel)
+
+
+def _dot(a, b):
+  """a @ b accumulated in float32 and returned in a's dtype (bfloat16 products hit AMX on CPU)."""
+  return jnp.dot(a, b, preferred_element_type=jnp.float32).astype(a.dtype)
 
 
 def _matmul_fwd(x, kernel):
-  return jnp.dot(x, kernel), (x, kernel)
+  return _dot(x, kernel), (x, kernel)
 
 
 def _matmul_bwd(residuals, dy):
   x, kernel = residuals
-  dx = jnp.dot(dy, kernel.T.astype(dy.dtype)).astype(x.dtype)
+  dx = _dot(dy.astype(x.dtype), kernel.T.astype(x.dtype))
   rows_x = x.reshape(-1, x.shape[-1])
   rows_dy = dy.reshape(-1, dy.shape[-1]).astype(x.dtype)
   if rows_x.shape[1] <= rows_dy.shape[1]:  # transpose x: [in, tokens] @ [tokens, out]
@@ -261,7 +266,7 @@ def shared_input_matmuls(x: Array, kernels: tuple[Array, ...]) -> tuple[Array, .
   One transposed copy of x serves all three weight gradients (what `matmul`
   would transpose three times), and the input gradient is summed in one place.
   """
-  return tuple(jnp.dot(x, k) for k in kernels)
+  return tuple(_dot(x, k) for k in kernels)
 
 
 def _shared_input_matmuls_fwd(x, kernels):
@@ -270,7 +275,8 @@ def _shared_input_matmuls_fwd(x, kernels):
 
 def _shared_input_matmuls_bwd(residuals, dys):
   x, kernels = residuals
-  dx = sum(jnp.dot(dy, k.T.astype(dy.dtype)) for dy, k in zip(dys, kernels)).astype(x.dtype)
+  dx = sum(jnp.dot(dy.astype(x.dtype), k.T.astype(x.dtype), preferred_element_type=jnp.float32)
+           for dy, k in zip(dys, kernels)).astype(x.dtype)
   x_t = jax.lax.optimization_barrier(x.reshape(-1, x.shape[-1]).T)
   dkernels = tuple(jnp.dot(x_t, dy.reshape(-1, dy.shape[-1]).astype(x.dtype),
                            preferred_element_type=jnp.float32).astype(k.dtype)
