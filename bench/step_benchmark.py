@@ -198,7 +198,7 @@ class BenchData:
                inference=task_data.splits["sst"]["validation"], buckets=dict(task_data.buckets),
                vocab_path=str(vocab_path),
                packing=task_data.packing_spec(parallel_mode="jit", num_devices=1),
-               eval_packing=task_data.packing_spec(parallel_mode="jit", num_devices=1, evaluation=True))
+               eval_packing=task_data.packing_spec(parallel_mode="jit", num_devices=1))
 
   @classmethod
   def from_sentences(cls, tokenizer, sentences: Sequence[str], pairs: Sequence[tuple[str, str]], *,

@@ -21,9 +21,9 @@ pair, 2: a separately encoded pair):
   sequence_starts  [B, k] int32   row * P + offset: its first ([CLS]) token
   labels, weights, index  [B]     as in padded batches
 
-R (rows) is rounded up to a multiple of `row_multiple`, and P is the
-smallest of `pack_lengths` that holds the batch's longest sequence, so a task
-compiles a handful of (R, P) shapes. With `num_groups` > 1 the examples are
+R (rows) is rounded up to a multiple of `row_multiple` and to 3 significant
+bits (`round_rows`), and P is the smallest of `pack_lengths` that holds the
+batch's longest sequence, so a task compiles a handful of (R, P) shapes. With `num_groups` > 1 the examples are
 split into that many consecutive groups, each packed into its own R rows with
 slot and start indices local to the group: the layout `jax.pmap` needs when
 the batch's leading axes are split over devices.
@@ -96,6 +96,18 @@ def round_up(value: int, multiple: int) -> int:
   return -(-value // multiple) * multiple
 
 
+def round_rows(rows: int, multiple: int) -> int:
+  """`rows` rounded up to a multiple of `multiple`, and to 3 significant bits.
+
+  The second rounding keeps the number of distinct shapes (compilations)
+  logarithmic in the row count while wasting at most 1/8 (about 1/16 on
+  average): 13 -> 14, 50 -> 52, 100 -> 104, 150 -> 160.
+  """
+  rows = round_up(max(rows, 1), multiple)
+  step = 1 << max(0, rows.bit_length() - 4)
+  return round_up(round_up(rows, step), multiple)
+
+
 def choose_pack_length(longest: int, pack_lengths: Sequence[int]) -> int:
   """The smallest allowed row length that holds a sequence of `longest` tokens."""
   for length in sorted(pack_lengths):
@@ -123,7 +135,7 @@ def pack(sequences: Sequence[Sequence[np.ndarray]], *, pad_id: int, pack_lengths
   group_size = num_examples // num_groups
   placements = [first_fit_decreasing(lengths[g * group_size:(g + 1) * group_size].reshape(-1), pack_length)
                 for g in range(num_groups)]
-  rows = round_up(max(p.num_rows for p in placements), row_multiple)
+  rows = round_rows(max(p.num_rows for p in placements), row_multiple)
   slots_per_row = max_segments(pack_length)
 
   total_rows = rows * num_groups

@@ -38,6 +38,15 @@ def test_first_fit_decreasing_limits_segments_and_rejects_what_does_not_fit():
   assert packing.choose_pack_length(65, (128, 64)) == 128
 
 
+def test_row_counts_round_to_few_shapes_with_little_waste():
+  rounded = [packing.round_rows(n, 2) for n in range(1, 300)]
+  assert all(r >= n and r % 2 == 0 for n, r in zip(range(1, 300), rounded))
+  assert max((r - n) / n for n, r in zip(range(8, 300), rounded[7:])) <= 1 / 8 + 1e-9
+  assert len(set(rounded[49:60])) <= 3  # eval-sized batches: 50..60 rows share a few shapes
+  assert [packing.round_rows(n, 2) for n in (13, 50, 100, 150)] == [14, 52, 104, 160]
+  assert packing.round_rows(13, 8) == 16
+
+
 def test_pack_lays_out_tokens_positions_segments_slots_and_starts():
   sequences = [[np.array([101, 5, 102])], [np.array([101, 6, 7, 8, 102])], [np.array([101, 102])]]
   batch = packing.pack(sequences, pad_id=0, pack_lengths=(8, 16), row_multiple=4)

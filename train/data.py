@@ -65,18 +65,17 @@ class TaskData:
     packing = None
     if data.get("packing", False):
       packing = {"pack_lengths": tuple(int(n) for n in data.pack_lengths),
-                 "row_multiple": int(data.pack_row_multiple),
-                 "eval_row_multiple": int(data.eval_pack_row_multiple)}
+                 "row_multiple": int(data.pack_row_multiple)}
       if max(packing["pack_lengths"]) < data.max_length:
         raise ValueError(f"config.data.pack_lengths={packing['pack_lengths']} cannot hold a sequence of "
                          f"max_length={data.max_length}; add {data.max_length}")
     return cls(splits, buckets, data.quora_split, packing)
 
-  def packing_spec(self, *, parallel_mode: str, num_devices: int, evaluation: bool = False) -> PackingSpec | None:
+  def packing_spec(self, *, parallel_mode: str, num_devices: int) -> PackingSpec | None:
     """The packing layout for these devices: one group per device under pmap, rows divisible under jit."""
     if not self.packing:
       return None
-    multiple = self.packing["eval_row_multiple" if evaluation else "row_multiple"]
+    multiple = self.packing["row_multiple"]
     if parallel_mode == "pmap":
       return PackingSpec(self.packing["pack_lengths"], multiple, num_groups=num_devices)
     return PackingSpec(self.packing["pack_lengths"], math.lcm(multiple, num_devices), num_groups=1)

@@ -170,11 +170,11 @@ class Trainer:
                                 best_metric=config.get("best_metric", "overall_mean")),
                  total_steps, [int(e) for e in epoch_ends], stream)
 
-  def packing_spec(self, evaluation: bool = False):
+  def packing_spec(self):
     """How batches are packed on these devices (None: padded to length buckets)."""
     return self.data.packing_spec(parallel_mode=self.parallel.mode,
                                   num_devices=len(self.parallel.devices) if self.parallel.mode == "jit"
-                                  else self.parallel.num_local_devices, evaluation=evaluation)
+                                  else self.parallel.num_local_devices)
 
   # ---- evaluation -------------------------------------------------------------------------------
 
@@ -185,7 +185,7 @@ class Trainer:
     fn = self._predict_fns[task]
     predictions = np.zeros(self.data.num_examples(task, split), np.float32)
     for batch in self.data.eval_batches(task, split, self.config.eval_batch_size,
-                                        self.parallel.num_local_devices, packing=self.packing_spec(True)):
+                                        self.parallel.num_local_devices, packing=self.packing_spec()):
       outputs = self.parallel.gather(fn(params, self.parallel.put_batch(batch)))
       values = np.asarray(heads.predict(task, outputs))
       real = batch["weights"] > 0
