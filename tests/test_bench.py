@@ -147,3 +147,10 @@ def test_peer_pcgrad_step_matches_algorithm_1_on_two_tasks(tiny_data, monkeypatc
       "merged", torch.cat([p.grad.flatten() for p in peer.params]).numpy()))
   peer.pcgrad_step(batches)
   np.testing.assert_allclose(seen["merged"], expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
+
+
+def test_matmul_floor_times_both_sides_on_tiny_shapes():
+  from bench import matmul_floor
+  assert matmul_floor.jax_seconds(1, 8, 16, tokens=4, iters=1) > 0
+  assert matmul_floor.torch_seconds(1, 8, 16, tokens=4, iters=1, threads=1) > 0
+  assert matmul_floor.layer_shapes(8, 16) == [(8, 8)] * 4 + [(8, 16), (16, 8)]
