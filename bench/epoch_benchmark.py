@@ -26,7 +26,6 @@ import collections
 import json
 import os
 import tempfile
-import threading
 import time
 from typing import Any, Callable
 
@@ -46,38 +45,26 @@ class Clock:
   """Seconds and calls per named phase, plus XLA compile seconds and cache events seen meanwhile."""
 
   def __init__(self):
+    from train.compile_stats import CompilationStats
     self.seconds = collections.defaultdict(float)
     self.calls = collections.defaultdict(int)
     self.compile_seconds = collections.defaultdict(float)
-    self.events = collections.Counter()
-    self.cache_read_seconds = 0.0
-    self._compile_total = 0.0
-    self._lock = threading.Lock()
+    self.compilation = CompilationStats()
 
   def listen(self) -> None:
-    import jax
-    jax.monitoring.register_event_duration_secs_listener(self._on_duration)
-    jax.monitoring.register_event_listener(self._on_event)
-
-  def _on_duration(self, event: str, duration: float, **_):
-    # backend_compile_duration wraps `compile_or_get_cached`: it includes the time to read
-    # an executable from the persistent cache, which is also recorded on its own.
-    if event == "/jax/core/compile/backend_compile_duration":
-      with self._lock:
-        self._compile_total += duration
-    elif event == "/jax/compilation_cache/cache_retrieval_time_sec":
-      with self._lock:
-        self.cache_read_seconds += duration
-
-  def _on_event(self, event: str, **_):
-    if event.startswith("/jax/compilation_cache/"):
-      with self._lock:
-        self.events[event.rsplit("/", 1)[-1]] += 1
+    self.compilation.__enter__()
 
   @property
   def compile_total(self) -> float:
-    with self._lock:
-      return self._compile_total
+    return self.compilation.seconds
+
+  @property
+  def cache_read_seconds(self) -> float:
+    return self.compilation.cache_read_seconds
+
+  @property
+  def events(self) -> dict:
+    return dict(self.compilation.cache_events)
 
   def wrap(self, name: str, fn: Callable, *, after: Callable[[Any], Any] | None = None) -> Callable:
     """`fn` timed under `name`; `after(result)` (e.g. a device sync) is inside the timing."""

@@ -34,6 +34,7 @@ from train import data as task_data_lib
 from train import metrics as metrics_lib
 from train import optim, plots, steps
 from train.checkpointing import RunCheckpoints
+from train.compile_stats import CompilationStats
 from train.metric_writer import MetricWriter
 from train.parallel import DataParallel, maybe_initialize_distributed
 from train.state import TrainState
@@ -332,6 +333,11 @@ def format_scores_table(scores: dict, data_description: str) -> str:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs the whole preset; returns the final dev scores of the best checkpoint."""
+  with CompilationStats() as compilation:
+    return _train_and_evaluate(config, workdir, compilation)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, compilation: CompilationStats) -> dict:
   trainer = Trainer(config, workdir)
   stage = trainer.make_stage("main", trainer.initial_params(), schedule=config.schedule,
                              num_epochs=config.num_epochs, optim_config=config.optim,
@@ -359,12 +365,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   scores = trainer.evaluate(params, write_predictions=True, out_dir=os.path.join(workdir, "predictions"))
   description = trainer.data.description()
   results = {"scores": scores, "data": description, "best_stage": best_stage.name,
-             "config": config.to_dict()}
+             "compilation": compilation.to_dict(), "config": config.to_dict()}
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump(results, f, indent=2, default=str)
   table = format_scores_table(scores, description.get("quora_split", ""))
   if jax.process_index() == 0:
     print(table, flush=True)
+    print(compilation.summary(), flush=True)
     with open(os.path.join(workdir, "results.txt"), "w") as f:
       f.write(table + "\n")
     if trainer.writer:
