@@ -1,11 +1,12 @@
 """Dropout whose random mask costs a few integer ops per element and fuses into its consumer.
 
 Why not `flax.linen.Dropout`: it draws `jax.random.bernoulli` bits, and with the
-default threefry key each call lowers to a rolled loop of 20 rounds that
-materialises its uint32 state arrays in memory on every round. BERT drops out
-every hidden state twice per layer and every attention probability once, so on
-CPU that was ~20% of a fine-tuning step (measured with `bench/profile_step.py`:
-230 ms of a 1.17 s SST step at batch 32, length 64), more than any matmul.
+default threefry key each call lowers (on CPU) to a while loop over the cipher's
+rounds that writes its uint32 state arrays to memory on every iteration. BERT
+drops out every hidden state twice per layer and every attention probability
+once, so that was ~20% of a fine-tuning step: the SST gradient at batch 32,
+length 64 took 1.16 s with threefry masks and 0.93 s with these
+(bench/README.md, "What each change gained").
 
 Here each call draws two 32-bit seeds from its key (the only threefry work,
 on two numbers) and the mask is a counter-based hash of each element's flat
