@@ -154,3 +154,9 @@ def test_matmul_floor_times_both_sides_on_tiny_shapes():
   assert matmul_floor.jax_seconds(1, 8, 16, tokens=4, iters=1) > 0
   assert matmul_floor.torch_seconds(1, 8, 16, tokens=4, iters=1, threads=1) > 0
   assert matmul_floor.layer_shapes(8, 16) == [(8, 8)] * 4 + [(8, 16), (16, 8)]
+
+
+def test_gradient_timing_runs_the_sst_gradient_of_this_checkout():
+  from bench import gradient_timing
+  times = gradient_timing.gradient_seconds(batch_size=2, length=8, iters=2)
+  assert len(times) == 2 and all(t > 0 for t in times)
