@@ -19,10 +19,6 @@ import time
 import numpy as np
 from absl import app, flags
 
-_REPO = flags.DEFINE_string("repo", "", "Checkout to import bert_jax/train from ('' = this one).")
-_ITERS = flags.DEFINE_integer("iters", 10, "Timed calls; median and min are printed.")
-_BATCH = flags.DEFINE_integer("batch", 32, "Sentences.")
-_LENGTH = flags.DEFINE_integer("length", 64, "Padded length.")
 
 
 def gradient_seconds(repo: str = "", batch_size: int = 32, length: int = 64, iters: int = 10) -> list[float]:
@@ -66,11 +62,18 @@ def gradient_seconds(repo: str = "", batch_size: int = 32, length: int = 64, ite
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  times = gradient_seconds(_REPO.value, _BATCH.value, _LENGTH.value, _ITERS.value)
-  where = _REPO.value or "this checkout"
-  print(f"{where}: SST gradient {_BATCH.value}x{_LENGTH.value}: median {1000 * np.median(times):.0f} ms, "
+  args = flags.FLAGS
+  times = gradient_seconds(args.repo, args.batch, args.length, args.iters)
+  where = args.repo or "this checkout"
+  print(f"{where}: SST gradient {args.batch}x{args.length}: median {1000 * np.median(times):.0f} ms, "
         f"min {1000 * min(times):.0f} ms")
 
 
 if __name__ == "__main__":
+  # Defined only when run as a script: the other bench modules, imported by the
+  # same test process, define flags of the same names.
+  flags.DEFINE_string("repo", "", "Checkout to import bert_jax/train from ('' = this one).")
+  flags.DEFINE_integer("iters", 10, "Timed calls; median and min are printed.")
+  flags.DEFINE_integer("batch", 32, "Sentences.")
+  flags.DEFINE_integer("length", 64, "Padded length.")
   app.run(main)
