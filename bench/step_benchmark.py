@@ -663,10 +663,11 @@ def split_of(data: BenchData, workload: str, task: str):
 
 def step_shapes_ours(step: Mapping[str, Mapping[str, np.ndarray]]) -> list[tuple[int, int]]:
   """[(rows, length)] per encoder call of our step: pairs go through once as [2B, L]; packed as [R, P]."""
+  from bert_jax import heads
   shapes = []
   for batch in step.values():
     ids = np.shape(batch["input_ids"])
-    if "segment_ids" in batch:
+    if heads.is_packed(batch):
       shapes.append((ids[0], ids[1]))
       continue
     shapes.append((ids[0] * ids[1], ids[2]) if len(ids) == 3 else (ids[0], ids[1]))

@@ -37,12 +37,6 @@ from collections.abc import Sequence
 import numpy as np
 
 PACKED_KEYS = ("input_ids", "token_type_ids", "position_ids", "segment_ids")
-SEQUENCE_KEYS = ("sequence_slots", "sequence_starts")
-
-
-def is_packed(batch) -> bool:
-  """Whether `batch` uses the packed layout (it has segment ids)."""
-  return "segment_ids" in batch
 
 
 def max_segments(pack_length: int) -> int:
@@ -158,11 +152,6 @@ def pack(sequences: Sequence[Sequence[np.ndarray]], *, pad_id: int, pack_lengths
       starts[b, j] = local_row * pack_length + offset
   out["sequence_slots"], out["sequence_starts"] = slots, starts
   return out
-
-
-def packed_shape_stats(batch) -> tuple[int, int]:
-  """(real tokens, positions) of a packed batch: how much of the compute is not padding."""
-  return int(np.count_nonzero(batch["segment_ids"])), int(np.size(batch["segment_ids"]))
 
 
 @dataclasses.dataclass(frozen=True)
