@@ -77,16 +77,25 @@ def keep_mask_from_seeds(seeds: Array, rate: float, shape: tuple[int, ...]) -> A
 
 def keep_mask(key: Array, rate: float, shape: tuple[int, ...]) -> Array:
   """Boolean mask, True with probability 1 - rate (to within 2^-32)."""
-  _threshold(rate)
   return keep_mask_from_seeds(seeds_from_key(key), rate, shape)
+
+
+def dropout_from_seeds(x: Array, seeds: Array, rate: float) -> Array:
+  """Inverted dropout with the mask of `seeds`: zero with probability `rate`, scale the rest by 1 / (1 - rate).
+
+  Applied to a cotangent with the same seeds, it is dropout's backward pass.
+  """
+  if rate == 0.0:
+    return x
+  keep = keep_mask_from_seeds(seeds, rate, x.shape)
+  return jnp.where(keep, x * jnp.asarray(1.0 / (1.0 - rate), x.dtype), jnp.zeros((), x.dtype))
 
 
 def dropout(x: Array, rate: float, key: Array) -> Array:
   """Inverted dropout: zero with probability `rate`, scale the kept values by 1 / (1 - rate)."""
   if rate == 0.0:
     return x
-  keep = keep_mask(key, rate, x.shape)
-  return jnp.where(keep, x * jnp.asarray(1.0 / (1.0 - rate), x.dtype), jnp.zeros((), x.dtype))
+  return dropout_from_seeds(x, seeds_from_key(key), rate)
 
 
 class Dropout(nn.Module):

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bert_jax.dropout import keep_mask_from_seeds
+from bert_jax.dropout import dropout_from_seeds
 
 Array = jax.Array
 
@@ -135,16 +135,8 @@ def dropout_add_layer_norm(x: Array, bias: Array, residual: Array, scale: Array,
   return _dropout_add_layer_norm_fwd(x, bias, residual, scale, ln_bias, seeds, rate, epsilon)[0]
 
 
-def _dropped(x: Array, bias: Array, seeds: Array, rate: float) -> Array:
-  h = x.astype(jnp.float32) + bias
-  if rate == 0.0:
-    return h
-  keep = keep_mask_from_seeds(seeds, rate, h.shape)
-  return jnp.where(keep, h * np.float32(1.0 / (1.0 - rate)), 0.0)
-
-
 def _dropout_add_layer_norm_fwd(x, bias, residual, scale, ln_bias, seeds, rate, epsilon):
-  summed = _dropped(x, bias, seeds, rate) + residual.astype(jnp.float32)
+  summed = dropout_from_seeds(x.astype(jnp.float32) + bias, seeds, rate) + residual.astype(jnp.float32)
   normalized, rstd = _normalize(summed, epsilon)
   residuals = (normalized, rstd, scale, seeds, jnp.zeros((0,), x.dtype), jnp.zeros((0,), residual.dtype))
   return normalized * scale + ln_bias, residuals
@@ -156,11 +148,7 @@ def _dropout_add_layer_norm_bwd(rate, epsilon, residuals, dy):
   seeds = jax.lax.optimization_barrier(seeds)
   dy = dy.astype(jnp.float32)
   dsummed = _layer_norm_input_grad(dy, normalized, rstd, scale)
-  if rate == 0.0:
-    dh = dsummed
-  else:
-    keep = keep_mask_from_seeds(seeds, rate, dsummed.shape)
-    dh = jnp.where(keep, dsummed * np.float32(1.0 / (1.0 - rate)), 0.0)
+  dh = dropout_from_seeds(dsummed, seeds, rate)
   return (dh.astype(x_dtype.dtype), _sum_rows(dh), dsummed.astype(residual_dtype.dtype),
           _sum_rows(dy * normalized), _sum_rows(dy), _no_gradient(seeds))
 
@@ -192,21 +180,13 @@ def _softmax(logits: Array, mask: Array) -> Array:
 
 def _softmax_dropout_fwd(logits, mask, seeds, rate):
   probs = _softmax(logits, mask)
-  if rate == 0.0:
-    dropped = probs
-  else:
-    keep = keep_mask_from_seeds(seeds, rate, probs.shape)
-    dropped = jnp.where(keep, probs * np.float32(1.0 / (1.0 - rate)), 0.0)
-  return dropped, (probs, seeds, jnp.zeros((0,), logits.dtype), mask)
+  return dropout_from_seeds(probs, seeds, rate), (probs, seeds, jnp.zeros((0,), logits.dtype), mask)
 
 
 def _softmax_dropout_bwd(rate, residuals, dy):
   probs, seeds, logits_dtype, mask = residuals
   seeds = jax.lax.optimization_barrier(seeds)
-  dy = dy.astype(jnp.float32)
-  if rate != 0.0:
-    keep = keep_mask_from_seeds(seeds, rate, probs.shape)
-    dy = jnp.where(keep, dy * np.float32(1.0 / (1.0 - rate)), 0.0)
+  dy = dropout_from_seeds(dy.astype(jnp.float32), seeds, rate)
   dlogits = probs * (dy - jnp.sum(dy * probs, axis=-1, keepdims=True))
   mask_cotangent = np.zeros(mask.shape, jax.dtypes.float0) if mask.dtype == bool else jnp.zeros_like(mask)
   return dlogits.astype(logits_dtype.dtype), mask_cotangent, _no_gradient(seeds)
