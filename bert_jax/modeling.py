@@ -68,10 +68,14 @@ class LayerNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    features = x.shape[-1]
-    scale = self.param("scale", nn.initializers.ones, (features,), jnp.float32)
-    bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
+    scale, bias = _layer_norm_params(self, x.shape[-1])
     return ops.layer_norm(x, scale, bias, self.epsilon).astype(self.dtype)
+
+
+def _layer_norm_params(module: nn.Module, features: int) -> tuple[Array, Array]:
+  """`module`'s LayerNorm params, named and initialised as nn.LayerNorm's: `scale` (ones), `bias` (zeros)."""
+  return (module.param("scale", nn.initializers.ones, (features,), jnp.float32),
+          module.param("bias", nn.initializers.zeros, (features,), jnp.float32))
 
 
 def _layer_norm(config: BertConfig, dtype, name: str = "LayerNorm") -> LayerNorm:
@@ -175,25 +179,20 @@ class BertAddAndNorm(nn.Module):
   def __call__(self, hidden: Array, residual: Array, deterministic: bool) -> Array:
     cfg = self.config
     kernel, bias = DenseParams(cfg.hidden_size, name="dense")(hidden.shape[-1])
-    scale, ln_bias = _layer_norm_params(self, cfg.hidden_size)
+    scale, ln_bias = LayerNormParams(cfg.hidden_size, name="LayerNorm")()
     seeds, rate = _dropout_seeds(self, cfg.hidden_dropout_prob, deterministic)
     out = ops.dropout_add_layer_norm(_matmul(hidden, kernel, self.dtype), bias, residual, scale, ln_bias,
                                      seeds, rate, cfg.layer_norm_eps)
     return out.astype(self.dtype)
 
 
-def _layer_norm_params(module: nn.Module, features: int) -> tuple[Array, Array]:
-  """The `LayerNorm/scale` and `LayerNorm/bias` params of `module`, as nn.LayerNorm names them."""
-  return LayerNormParams(features, name="LayerNorm")()
-
-
 class LayerNormParams(nn.Module):
+  """A LayerNorm's `scale` and `bias`, not applied: for `ops.dropout_add_layer_norm`, which fuses it."""
   features: int
 
   @nn.compact
   def __call__(self) -> tuple[Array, Array]:
-    return (self.param("scale", nn.initializers.ones, (self.features,), jnp.float32),
-            self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32))
+    return _layer_norm_params(self, self.features)
 
 
 class BertAttention(nn.Module):
