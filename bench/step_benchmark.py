@@ -188,8 +188,7 @@ class BenchData:
   inference: Any
   buckets: Mapping[str, tuple[int, ...]]
   vocab_path: str
-  packing: Any = None  # data_prep.packing.PackingSpec for training batches, as the trainer packs them
-  eval_packing: Any = None  # ... and for evaluation batches
+  packing: Any = None  # data_prep.packing.PackingSpec, as the trainer packs training and evaluation batches
 
   @classmethod
   def from_task_data(cls, task_data, vocab_path: str) -> "BenchData":
@@ -197,12 +196,11 @@ class BenchData:
     return cls(train={t: task_data.splits[t]["train"] for t in TASKS},
                inference=task_data.splits["sst"]["validation"], buckets=dict(task_data.buckets),
                vocab_path=str(vocab_path),
-               packing=task_data.packing_spec(parallel_mode="jit", num_devices=1),
-               eval_packing=task_data.packing_spec(parallel_mode="jit", num_devices=1))
+               packing=task_data.packing_spec(parallel_mode="jit", num_devices=1))
 
   @classmethod
   def from_sentences(cls, tokenizer, sentences: Sequence[str], pairs: Sequence[tuple[str, str]], *,
-                     max_length: int = 128, num_buckets: int = 4, packing=None, eval_packing=None) -> "BenchData":
+                     max_length: int = 128, num_buckets: int = 4, packing=None) -> "BenchData":
     """Small splits made from the given texts (random labels), for smoke tests."""
     from data_prep import bucketing
     from data_prep.tokenized import EncodedSplit, Ragged, SpecialIds
@@ -226,7 +224,7 @@ class BenchData:
     buckets = {t: bucketing.choose_bucket_lengths(s.lengths, num_buckets=num_buckets, max_length=max_length)
                for t, s in train_splits.items()}
     return cls(train=train_splits, inference=sst, buckets=buckets, vocab_path=str(tokenizer.vocab_path),
-               packing=packing, eval_packing=eval_packing)
+               packing=packing)
 
 
 @dataclasses.dataclass
@@ -257,8 +255,7 @@ def representative_train_batches(split, buckets: Sequence[int], batch_size: int,
   the whole epoch, where a random few could all be short (or long).
   """
   from data_prep import bucketing, pipeline
-  if packing:
-    buckets = (max(buckets),)
+  buckets = pipeline.train_buckets(buckets, packing)
   plan = pipeline.plan_epoch(np.arange(len(split)), bucketing.bucket_index(split.lengths, buckets),
                              buckets, batch_size, rng)
   full = sorted((b for b in plan if np.all(b.indices >= 0)),
@@ -273,9 +270,8 @@ def representative_eval_batches(split, buckets: Sequence[int], batch_size: int, 
                                 packing=None) -> list[Batches]:
   """`count` of the trainer's evaluation batches (`eval_plan`), at quantiles of their lengths."""
   from data_prep import pipeline
-  if packing:
-    buckets = (split.max_length,)
-  full = [b for b in pipeline.eval_plan(split, batch_size, buckets) if np.all(b.indices >= 0)]
+  full = [b for b in pipeline.eval_plan(split, batch_size, pipeline.eval_buckets(split, buckets, packing))
+          if np.all(b.indices >= 0)]
   if not full:
     raise ValueError(f"{split.name}: {len(split)} examples make no full batch of {batch_size}")
   full = sorted(full, key=lambda b: int(split.real_tokens[b.indices].sum())) if packing else full
@@ -412,10 +408,9 @@ def check_peer_matches(model_config) -> None:
 
 
 def our_batch(split, batches: Batches) -> dict[str, np.ndarray]:
-  """The trainer's batch for these rows: packed, or `EncodedSplit.collate` at the bucket (or fixed) length."""
-  if batches.packing:
-    return batches.packing.collate(split, batches.indices)
-  return split.collate(batches.indices, batches.length)
+  """The trainer's batch for these rows (`pipeline.collate`): packed, or padded to the bucket (or fixed) length."""
+  from data_prep import pipeline
+  return pipeline.collate(split, pipeline.PlannedBatch(batches.length, batches.indices), batches.packing)
 
 
 # ---------------------------------------------------------------------------
@@ -640,7 +635,7 @@ def plan_workload(data: BenchData, workload: str, padding: str, *, batch_size: i
     if padding == "same":
       ours = same_shape_batches(split, batch_size, count, same_length, rng)
       return StepPlan(workload, padding, [{"sst": b} for b in ours], [{"sst": b} for b in ours])
-    ours = representative_eval_batches(split, data.buckets["sst"], batch_size, count, data.eval_packing)
+    ours = representative_eval_batches(split, data.buckets["sst"], batch_size, count, data.packing)
     return StepPlan(workload, padding, [{"sst": b} for b in ours],
                     [{"sst": b} for b in reshuffled(ours, rng, keep_order=True)])
   tasks = ("sst",) if workload == "sst" else TASKS

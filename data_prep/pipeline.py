@@ -144,6 +144,27 @@ def plan_epoch(example_rows: np.ndarray, bucket_of: np.ndarray, buckets: Sequenc
   return [batches[i] for i in rng.permutation(len(batches))]
 
 
+def train_buckets(buckets: Sequence[int], packing: PackingSpec | None) -> tuple[int, ...]:
+  """The length buckets training batches are drawn from.
+
+  Packed batches are drawn without length buckets: the packer removes the
+  padding, and a batch of similar lengths would only fill its rows worse.
+  """
+  return (max(buckets),) if packing else tuple(buckets)
+
+
+def eval_buckets(split: EncodedSplit, buckets: Sequence[int], packing: PackingSpec | None) -> tuple[int, ...]:
+  """The length buckets evaluation batches are planned over: packed, one, so batches follow file order."""
+  return (split.max_length,) if packing else tuple(buckets)
+
+
+def collate(split: EncodedSplit, planned: PlannedBatch, packing: PackingSpec | None) -> dict[str, np.ndarray]:
+  """The arrays of a planned batch: packed with `packing`, else padded to its bucket length."""
+  if packing:
+    return packing.collate(split, planned.indices)
+  return split.collate(planned.indices, planned.length)
+
+
 class TrainBatches:
   """Endless, reshuffled epochs of bucketed training batches of one task.
 
@@ -159,9 +180,7 @@ class TrainBatches:
     check_batch_size(batch_size, num_devices)
     self.split = split
     self.packing = packing
-    # Packed batches are drawn without length buckets: the packer removes the
-    # padding, and a batch of similar lengths would only fill its rows worse.
-    self.buckets = (max(buckets),) if packing else tuple(buckets)
+    self.buckets = train_buckets(buckets, packing)
     self.bucket_of = bucketing.bucket_index(split.lengths, self.buckets)
     self.batch_size = batch_size
     self.num_devices = num_devices
@@ -218,9 +237,7 @@ class TrainBatches:
     plan = self._current_plan()
     planned = plan[self._segments[-1][1]]
     self._segments[-1][1] += 1
-    if self.packing:
-      return self.packing.collate(self.split, planned.indices)
-    return self.split.collate(planned.indices, planned.length)
+    return collate(self.split, planned, self.packing)
 
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
     while True:
@@ -270,13 +287,8 @@ def eval_batches(split: EncodedSplit, batch_size: int, buckets: Sequence[int],
   predictions keyed by `split.ids[batch["index"]]` (where weights are 1).
   """
   check_batch_size(batch_size, num_devices, what="eval batch size")
-  if packing:
-    buckets = (split.max_length,)
-  for planned in eval_plan(split, batch_size, buckets):
-    if packing:
-      yield packing.collate(split, planned.indices)
-    else:
-      yield split.collate(planned.indices, planned.length)
+  for planned in eval_plan(split, batch_size, eval_buckets(split, buckets, packing)):
+    yield collate(split, planned, packing)
 
 
 def num_eval_batches(split: EncodedSplit, batch_size: int) -> int:

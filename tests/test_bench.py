@@ -71,8 +71,7 @@ def test_packed_natural_step_sees_the_peers_examples_with_less_padding():
   tokenizer = Tokenizer.from_checkpoint("minilm-l6")
   data = step_benchmark.BenchData.from_sentences(
       tokenizer, [sentence(k) for k in range(16)], [(sentence(k), sentence(k + 5)) for k in range(16)],
-      max_length=32, num_buckets=2, packing=PackingSpec((32,), row_multiple=2),
-      eval_packing=PackingSpec((32,), row_multiple=2))
+      max_length=32, num_buckets=2, packing=PackingSpec((32,), row_multiple=2))
   plan = step_benchmark.plan_workload(data, "multitask", "natural", batch_size=4, count=2, same_length=16, seed=0)
   for step in plan.ours:
     for task, batches in step.items():
