@@ -35,7 +35,7 @@ class TaskData:
   splits: Mapping[str, Mapping[str, Any]]  # task -> split -> EncodedSplit
   buckets: Mapping[str, tuple[int, ...]]
   quora_split: str
-  packing: Mapping[str, Any] | None = None  # config.data's packing fields, or None to pad to buckets
+  packing: PackingSpec | None = None  # config.data's packing, one device group; None: pad to buckets
 
   @classmethod
   def create(cls, config: ml_collections.ConfigDict, tokenizer) -> "TaskData":
@@ -64,10 +64,9 @@ class TaskData:
                for t in pipeline.TASKS}
     packing = None
     if data.get("packing", False):
-      packing = {"pack_lengths": tuple(int(n) for n in data.pack_lengths),
-                 "row_multiple": int(data.pack_row_multiple)}
-      if max(packing["pack_lengths"]) < data.max_length:
-        raise ValueError(f"config.data.pack_lengths={packing['pack_lengths']} cannot hold a sequence of "
+      packing = PackingSpec(tuple(int(n) for n in data.pack_lengths), int(data.pack_row_multiple))
+      if max(packing.pack_lengths) < data.max_length:
+        raise ValueError(f"config.data.pack_lengths={packing.pack_lengths} cannot hold a sequence of "
                          f"max_length={data.max_length}; add {data.max_length}")
     return cls(splits, buckets, data.quora_split, packing)
 
@@ -75,10 +74,9 @@ class TaskData:
     """The packing layout for these devices: one group per device under pmap, rows divisible under jit."""
     if not self.packing:
       return None
-    multiple = self.packing["row_multiple"]
     if parallel_mode == "pmap":
-      return PackingSpec(self.packing["pack_lengths"], multiple, num_groups=num_devices)
-    return PackingSpec(self.packing["pack_lengths"], math.lcm(multiple, num_devices), num_groups=1)
+      return dataclasses.replace(self.packing, num_groups=num_devices)
+    return dataclasses.replace(self.packing, row_multiple=math.lcm(self.packing.row_multiple, num_devices))
 
   def train_stream(self, *, schedule: str, proportions: str, batch_size: int, num_epochs: int,
                    seed: int, num_devices: int, packing: PackingSpec | None = None) -> MultiTaskSampler:
@@ -112,7 +110,8 @@ class TaskData:
     return {
         "quora_split": self.quora_split,
         "buckets": {t: list(b) for t, b in self.buckets.items()},
-        "packing": dict(self.packing) if self.packing else None,
+        "packing": ({"pack_lengths": list(self.packing.pack_lengths), "row_multiple": self.packing.row_multiple}
+                    if self.packing else None),
         "splits": {t: {s: {"name": e.name, "examples": len(e), "provenance": list(e.provenance)}
                        for s, e in splits.items()} for t, splits in self.splits.items()},
     }
