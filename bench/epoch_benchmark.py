@@ -51,9 +51,6 @@ class Clock:
     self.compile_seconds = collections.defaultdict(float)
     self.compilation = CompilationStats()
 
-  def listen(self) -> None:
-    self.compilation.__enter__()
-
   @property
   def compile_total(self) -> float:
     return self.compilation.seconds
@@ -104,25 +101,25 @@ def run_epoch(config, workdir: str, *, sync_steps: bool = True) -> dict:
   from train import train as train_lib
 
   clock = Clock()
-  clock.listen()
-  cache_dir = train_lib.enable_compilation_cache(config)
-  start = time.perf_counter()
-  trainer = clock.wrap("setup: checkpoint, tokenized data", train_lib.Trainer)(config, workdir)
-  params = clock.wrap("setup: initial params", trainer.initial_params)()
-  make_stage = clock.wrap("setup: optimizer, state, step", trainer.make_stage)
-  stage = make_stage("main", params, schedule=config.schedule, num_epochs=config.num_epochs,
-                     optim_config=config.optim, pcgrad_config=config.pcgrad)
-  sync = (lambda result: jax.block_until_ready(result)) if sync_steps else None
-  stage.step_fn = clock.wrap("train step", stage.step_fn, after=sync)
-  stage.stream = TimedStream(stage.stream, clock)
-  trainer.evaluate = clock.wrap("evaluation", trainer.evaluate)
-  stage.checkpoints.save = clock.wrap("checkpoint saves", stage.checkpoints.save)
-  stage.checkpoints.wait = clock.wrap("checkpoint saves", stage.checkpoints.wait)
-  loop_start = time.perf_counter()
-  trainer.run_stage(stage)
-  loop_seconds = time.perf_counter() - loop_start
-  stage.checkpoints.close()
-  total = time.perf_counter() - start
+  with clock.compilation:  # listens to jax.monitoring for this run only
+    cache_dir = train_lib.enable_compilation_cache(config)
+    start = time.perf_counter()
+    trainer = clock.wrap("setup: checkpoint, tokenized data", train_lib.Trainer)(config, workdir)
+    params = clock.wrap("setup: initial params", trainer.initial_params)()
+    make_stage = clock.wrap("setup: optimizer, state, step", trainer.make_stage)
+    stage = make_stage("main", params, schedule=config.schedule, num_epochs=config.num_epochs,
+                       optim_config=config.optim, pcgrad_config=config.pcgrad)
+    sync = (lambda result: jax.block_until_ready(result)) if sync_steps else None
+    stage.step_fn = clock.wrap("train step", stage.step_fn, after=sync)
+    stage.stream = TimedStream(stage.stream, clock)
+    trainer.evaluate = clock.wrap("evaluation", trainer.evaluate)
+    stage.checkpoints.save = clock.wrap("checkpoint saves", stage.checkpoints.save)
+    stage.checkpoints.wait = clock.wrap("checkpoint saves", stage.checkpoints.wait)
+    loop_start = time.perf_counter()
+    trainer.run_stage(stage)
+    loop_seconds = time.perf_counter() - loop_start
+    stage.checkpoints.close()
+    total = time.perf_counter() - start
 
   steps = clock.calls["train step"]
   examples = steps * config.batch_size
