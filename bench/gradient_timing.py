@@ -69,11 +69,14 @@ def main(argv):
         f"min {1000 * min(times):.0f} ms")
 
 
-if __name__ == "__main__":
-  # Defined only when run as a script: the other bench modules, imported by the
-  # same test process, define flags of the same names.
+def define_flags():
+  """Flags, defined only when run as a script (the test process imports every bench module)."""
   flags.DEFINE_string("repo", "", "Checkout to import bert_jax/train from ('' = this one).")
   flags.DEFINE_integer("iters", 10, "Timed calls; median and min are printed.")
   flags.DEFINE_integer("batch", 32, "Sentences.")
   flags.DEFINE_integer("length", 64, "Padded length.")
+
+
+if __name__ == "__main__":
+  define_flags()
   app.run(main)

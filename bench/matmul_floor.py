@@ -21,12 +21,6 @@ import time
 import numpy as np
 from absl import app, flags
 
-_MODEL = flags.DEFINE_string("model", "minilm-l6", "minilm-l6 or bert-base (shapes only).")
-_TOKENS = flags.DEFINE_integer("tokens", 2048, "Rows of the activations (batch x length).")
-_ITERS = flags.DEFINE_integer("iters", 10, "Timed calls; the median is reported.")
-_TORCH_THREADS = flags.DEFINE_integer("torch_threads", 2, "torch.set_num_threads.")
-
-
 def _median_seconds(fn, iters: int) -> float:
   fn()
   times = []
@@ -84,18 +78,28 @@ def torch_seconds(num_layers: int, hidden: int, inner: int, tokens: int, iters: 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  args = flags.FLAGS
   shapes = {"minilm-l6": (6, 384, 1536), "bert-base": (12, 768, 3072)}
-  if _MODEL.value not in shapes:
-    raise app.UsageError(f"--model={_MODEL.value!r}; expected one of {sorted(shapes)}")
-  num_layers, hidden, inner = shapes[_MODEL.value]
-  tokens = _TOKENS.value
+  if args.model not in shapes:
+    raise app.UsageError(f"--model={args.model!r}; expected one of {sorted(shapes)}")
+  num_layers, hidden, inner = shapes[args.model]
+  tokens = args.tokens
   flops = 3 * 2.0 * tokens * num_layers * sum(i * o for i, o in layer_shapes(hidden, inner))
-  ours = jax_seconds(num_layers, hidden, inner, tokens, _ITERS.value)
-  peer = torch_seconds(num_layers, hidden, inner, tokens, _ITERS.value, _TORCH_THREADS.value)
-  print(f"{_MODEL.value} dense matmuls only, {tokens} tokens, forward + backward "
+  ours = jax_seconds(num_layers, hidden, inner, tokens, args.iters)
+  peer = torch_seconds(num_layers, hidden, inner, tokens, args.iters, args.torch_threads)
+  print(f"{args.model} dense matmuls only, {tokens} tokens, forward + backward "
         f"({flops / 1e9:.0f} GFLOP): XLA {1000 * ours:.0f} ms ({flops / ours / 1e9:.0f} GFLOP/s), "
         f"PyTorch {1000 * peer:.0f} ms ({flops / peer / 1e9:.0f} GFLOP/s); PyTorch / XLA time {peer / ours:.2f}")
 
 
+def define_flags():
+  """Flags, defined only when run as a script (the test process imports every bench module)."""
+  flags.DEFINE_string("model", "minilm-l6", "minilm-l6 or bert-base (shapes only).")
+  flags.DEFINE_integer("tokens", 2048, "Rows of the activations (batch x length).")
+  flags.DEFINE_integer("iters", 10, "Timed calls; the median is reported.")
+  flags.DEFINE_integer("torch_threads", 2, "torch.set_num_threads.")
+
+
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
