@@ -1,13 +1,12 @@
 """The Linen encoder on the tiny config: tree layout, shapes, masking, dropout, bfloat16."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from bert_jax.config import BertConfig, ConfigError
-import flax.linen as nn
-
 from bert_jax.modeling import BertModel, LayerNorm, dot_product_attention, gelu_erf, mean_pool
 
 CONFIG = BertConfig.tiny()
