@@ -87,19 +87,32 @@ class ReadReport:
   rows: list[Row]
   skipped: collections.Counter  # reason -> count
   skipped_lines: list[tuple[int, str]]  # (line, message), in file order
+  # With `keep_every_id`: bad rows kept for their id, as (line, id, message), in file order.
+  placeholders: list[tuple[int, str, str]] = dataclasses.field(default_factory=list)
 
   @property
   def num_skipped(self) -> int:
     return sum(self.skipped.values())
 
 
-def read_table(path: str | os.PathLike, spec: TableSpec, *, skip_bad_rows: bool = False) -> ReadReport:
+def read_table(path: str | os.PathLike, spec: TableSpec, *, skip_bad_rows: bool = False,
+               keep_every_id: bool = False) -> ReadReport:
   """Reads and validates every row of a tab-separated file with a header.
+
+  `keep_every_id` (unlabeled files only, and only with `skip_bad_rows`): a bad
+  row whose id is still readable and new is kept rather than skipped, with ""
+  for each text that could not be read, and listed in `ReadReport.placeholders`.
+  A prediction file must answer every id of its input (the course's
+  test-student files); a prediction from what is left of the row, flagged as
+  such, is better than a silently missing line.
 
   Raises:
     DataError: a bad header (always), or the first bad row (unless `skip_bad_rows`).
     FileNotFoundError: `path` does not exist.
+    ValueError: `keep_every_id` with a labeled spec (a kept row would have no label).
   """
+  if keep_every_id and spec.label is not None:
+    raise ValueError(f"{path}: keep_every_id is for unlabeled files; a kept bad row would have no label")
   path = os.fspath(path)
   report = ReadReport(path=path, rows=[], skipped=collections.Counter(), skipped_lines=[])
   first_line_of_id: dict[str, int] = {}
@@ -129,10 +142,34 @@ def read_table(path: str | os.PathLike, spec: TableSpec, *, skip_bad_rows: bool 
         span = f" (record spans lines {start}-{previous_end})" if previous_end > start else ""
         if not skip_bad_rows:
           raise DataError(path, start, problem.message + span, column=problem.column, hint=SKIP_HINT) from None
-        report.skipped[problem.reason] += 1
         column = f"column {problem.column!r}: " if problem.column else ""
-        report.skipped_lines.append((start, f"{problem.reason}: {column}{problem.message}{span}"))
+        message = f"{problem.reason}: {column}{problem.message}{span}"
+        placeholder = (_placeholder_row(fields, start, column_index, spec, problem, first_line_of_id)
+                       if keep_every_id else None)
+        if placeholder is not None:
+          first_line_of_id[placeholder.id] = start
+          report.rows.append(placeholder)
+          report.placeholders.append((start, placeholder.id, message))
+          continue
+        report.skipped[problem.reason] += 1
+        report.skipped_lines.append((start, message))
   return report
+
+
+def _placeholder_row(fields: Sequence[str], line: int, column_index: dict[str, int], spec: TableSpec,
+                     problem: "_RowProblem", first_line_of_id: dict[str, int]) -> Row | None:
+  """A bad unlabeled row kept for its id, its unreadable texts "" (None: no usable id)."""
+  def field(column: str) -> str:
+    index = column_index[column]
+    text = fields[index].strip() if index < len(fields) else ""
+    return "" if _UNDECODABLE.search(text) else text
+
+  row_id = field(spec.id_column)
+  if not row_id or row_id in first_line_of_id:
+    return None  # no id to answer, or one already answered
+  # Extra fields shift columns by an unknown amount: no text can be trusted then.
+  texts = tuple("" if problem.reason == EXTRA_FIELDS else field(c) for c in spec.text_columns)
+  return Row(line=line, id=row_id, texts=texts, label=None, other={})
 
 
 class _RowProblem(Exception):

@@ -1,7 +1,7 @@
-"""The two ways input data can be wrong: a bad row, or a file that is not there.
+"""The ways input data can be wrong: a bad row, a file that is not there, a data root that is not there.
 
-Both subclass `ValueError`/`FileNotFoundError` so generic handlers still work,
-and both carry enough in the message for a user to fix the problem without
+They subclass `ValueError`/`FileNotFoundError` so generic handlers still work,
+and each carries enough in its message for a user to fix the problem without
 reading our code: the file, the 1-based line (as an editor shows it), the
 column, what was expected, and how to skip or fetch.
 """
@@ -47,3 +47,13 @@ class MissingDataFileError(FileNotFoundError):
     lines.append("and put it in one of those directories, or point BERT_JAX_DATA (or --data_root) "
                  "at a directory holding cs224n/ and extra/.")
     super().__init__("\n".join(lines))
+
+
+class MissingDataRootError(FileNotFoundError):
+  """An explicitly named data root (config.data.data_root, --data_root) that is not a directory."""
+
+  def __init__(self, data_root: str | os.PathLike):
+    self.data_root = os.fspath(data_root)
+    super().__init__(f"data root {self.data_root} does not exist or is not a directory; expected a "
+                     "directory holding cs224n/ (and extra/ for SICK). Fix config.data.data_root "
+                     "(--data_root), or leave it empty to use $BERT_JAX_DATA or ../shared/data.")

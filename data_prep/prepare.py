@@ -21,7 +21,7 @@ import numpy as np
 from absl import app, flags
 
 from data_prep import bucketing, catalog, pipeline
-from data_prep.errors import DataError, MissingDataFileError
+from data_prep.errors import DataError, MissingDataFileError, MissingDataRootError
 from data_prep.tokenized import EncodedSplit, Source, encode_source
 
 FLAGS = flags.FLAGS
@@ -157,7 +157,7 @@ def main(argv: Sequence[str]) -> None:
     rows, skipped_lines = prepare_all(datasets=datasets, **common)
     tasks = [] if FLAGS.datasets else task_rows(batch_size=FLAGS.batch_size, quora_split=FLAGS.quora_split,
                                                 **common)
-  except (DataError, MissingDataFileError) as e:
+  except (DataError, MissingDataFileError, MissingDataRootError) as e:
     sys.exit(f"data_prep.prepare: {e}")
   print(f"\nTFDS dir: {catalog.resolve_tfds_dir(FLAGS.tfds_dir)}; tokenizer: {tokenizer.vocab_path}; "
         f"max_length {FLAGS.max_length}")

@@ -22,7 +22,7 @@ import os
 import pathlib
 import zipfile
 
-from data_prep.errors import MissingDataFileError
+from data_prep.errors import MissingDataFileError, MissingDataRootError
 
 DATA_ROOT_ENV = "BERT_JAX_DATA"
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -71,31 +71,55 @@ def find_local(directory: os.PathLike, remote: RemoteFile) -> pathlib.Path | Non
   return None
 
 
+def check_data_root(local_dir: os.PathLike) -> pathlib.Path:
+  """`local_dir` as a Path, or MissingDataRootError when it is not an existing directory.
+
+  An explicit data root that is not there is a typo or an unmounted disk; going
+  on (to another root, or to data prepared earlier) would train on other data.
+  """
+  path = pathlib.Path(local_dir).expanduser()
+  if not path.is_dir():
+    raise MissingDataRootError(path)
+  return path
+
+
+def locate_local(remote: RemoteFile, *, local_dir: os.PathLike | None = None,
+                 manual_dir: os.PathLike | None = None) -> tuple[pathlib.Path | None, list[str]]:
+  """The local copy of `remote` that `locate` would use (steps 1-3), and the places looked in.
+
+  Returns (None, looked_in) when only a download could provide it.
+
+  Raises:
+    MissingDataRootError: `local_dir` is not a directory.
+    MissingDataFileError: `local_dir` is given but lacks the file.
+  """
+  if local_dir is not None:
+    local_dir = check_data_root(local_dir)
+    found = find_local(local_dir, remote)
+    if found:
+      return found, []
+    raise MissingDataFileError(remote.filename, [str(p) for p in _candidates(local_dir, remote)],
+                               remote.url)
+  looked_in: list[str] = []
+  for directory in ([manual_dir] if manual_dir is not None else []) + [default_data_root()]:
+    found = find_local(directory, remote)
+    if found:
+      return found, looked_in
+    looked_in += [str(p) for p in _candidates(directory, remote)]
+  return None, looked_in
+
+
 def locate(remote: RemoteFile, dl_manager=None, *, local_dir: os.PathLike | None = None,
            allow_download: bool = True) -> pathlib.Path:
   """The path of `remote`'s file, from the first place that has it (see module doc).
 
   Raises:
+    MissingDataRootError: `local_dir` is not a directory.
     MissingDataFileError: naming every place looked in and the URL.
   """
-  looked_in: list[str] = []
-  if local_dir is not None:
-    found = find_local(local_dir, remote)
-    if found:
-      return found
-    raise MissingDataFileError(remote.filename, [str(p) for p in _candidates(local_dir, remote)],
-                               remote.url)
-  manual_dir = _manual_dir(dl_manager)
-  if manual_dir is not None:
-    found = find_local(manual_dir, remote)
-    if found:
-      return found
-    looked_in += [str(p) for p in _candidates(manual_dir, remote)]
-  data_root = default_data_root()
-  found = find_local(data_root, remote)
+  found, looked_in = locate_local(remote, local_dir=local_dir, manual_dir=_manual_dir(dl_manager))
   if found:
     return found
-  looked_in += [str(p) for p in _candidates(data_root, remote)]
   if not allow_download or dl_manager is None:
     raise MissingDataFileError(remote.filename, looked_in, remote.url)
   try:

@@ -197,6 +197,7 @@ def test_missing_file_says_where_it_looked_and_how_to_get_it(tmp_path, monkeypat
   assert str(tmp_path / "root" / "cs224n" / "quora-train.csv") in message
   assert "https://raw.githubusercontent.com/gpoesia/minbert-default-final-project/main/data/quora-train.csv" in message
   # An explicit local directory is the only place looked in.
+  (tmp_path / "mine").mkdir()
   with pytest.raises(MissingDataFileError) as error:
     sources.locate(remote, None, local_dir=tmp_path / "mine")
   assert str(tmp_path / "mine" / "quora-train.csv") in str(error.value)

@@ -46,9 +46,24 @@ def overall_scores(scores: Mapping[str, float]) -> dict[str, float]:
 
 
 def write_submission(path: str, task: str, ids: Sequence[str], predictions: np.ndarray) -> None:
-  """One course-format file: the header, then `id , prediction` per line."""
+  """One course-format file: the header, then `id , prediction` per line.
+
+  Raises:
+    ValueError: ids and predictions differ in number, or an id is empty or
+      repeated: the file must hold each input id exactly once to be scored.
+  """
   if len(ids) != len(predictions):
     raise ValueError(f"{path}: {len(ids)} ids but {len(predictions)} predictions")
+  seen: dict[str, int] = {}
+  for position, example_id in enumerate(ids):
+    if not str(example_id).strip():
+      raise ValueError(f"{path}: id number {position + 1} is empty")
+    if example_id in seen:
+      raise ValueError(f"{path}: id {example_id!r} appears twice (numbers {seen[example_id] + 1} and {position + 1})")
+    seen[example_id] = position
+  if not np.all(np.isfinite(np.asarray(predictions, np.float64))):
+    bad = int(np.flatnonzero(~np.isfinite(np.asarray(predictions, np.float64)))[0])
+    raise ValueError(f"{path}: the prediction for id {ids[bad]!r} is {predictions[bad]}, not a finite number")
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   with open(path, "w", encoding="utf-8") as f:
     f.write(SUBMISSION_HEADERS[task] + "\n")

@@ -21,6 +21,7 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
+MODES = ("jit", "pmap")  # config.parallel.mode
 
 
 def maybe_initialize_distributed() -> None:
@@ -46,8 +47,8 @@ class DataParallel:
 
   @classmethod
   def create(cls, mode: str = "jit", num_devices: int = 0) -> "DataParallel":
-    if mode not in ("jit", "pmap"):
-      raise ValueError(f"parallel mode must be 'jit' or 'pmap', got {mode!r}")
+    if mode not in MODES:
+      raise ValueError(f"parallel mode must be one of {MODES}, got {mode!r}")
     devices = jax.local_devices() if mode == "pmap" else jax.devices()
     if num_devices:
       if num_devices > len(devices):

@@ -18,10 +18,8 @@ Rows are written in file order (`disable_shuffling`): the pipeline shuffles by
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import os
-import pathlib
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -30,7 +28,8 @@ from absl import logging
 from etils import epath
 from tensorflow_datasets.core import utils as tfds_utils
 
-from data_prep import csv_rows, sources
+from data_prep import csv_rows, freshness, sources
+from data_prep.errors import DataError
 
 UNLABELED = -1  # label of every example in an unlabeled (test-student) split
 MAX_LISTED_SKIPS = 50  # skipped lines listed per split in the metadata; all are counted
@@ -98,15 +97,34 @@ class CsvBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             split: str | Sequence[str]) -> list[csv_rows.Row]:
     """Locates and strictly reads one source file; records where it came from and what was skipped.
 
-    `split` names the split(s) this file feeds, for the metadata.
+    `split` names the split(s) this file feeds, for the metadata. The record
+    (path, size, mtime, sha256: `freshness.fingerprint`) is what
+    `catalog.get_builder` later compares with the current file to tell whether
+    this prepared dataset is still that file's. An unlabeled file keeps every
+    row that has an id (`csv_rows.read_table(keep_every_id=True)`), because
+    predictions are written for all of its ids; those rows are listed under
+    "placeholder_rows".
+
+    Raises:
+      DataError: a bad row (without skip_bad_rows), or a file left with no rows.
     """
     path = sources.locate(remote, dl_manager, local_dir=self._local_dir,
                           allow_download=self._allow_download)
-    report = csv_rows.read_table(path, spec, skip_bad_rows=self._skip_bad_rows)
+    report = csv_rows.read_table(path, spec, skip_bad_rows=self._skip_bad_rows,
+                                 keep_every_id=spec.label is None)
+    if not report.rows:  # else TFDS stops on "No examples were yielded", naming no file
+      if report.skipped_lines:
+        line, message = report.skipped_lines[0]
+        why = f"all {report.num_skipped} rows are malformed ({dict(report.skipped)}); line {line}: {message}"
+      else:
+        why = "a header but no rows"
+      raise DataError(path, 1, f"no usable rows ({why}); expected at least one row with columns "
+                      f"{list(spec.required_columns)}")
     splits = [split] if isinstance(split, str) else list(split)
     metadata = self.info.metadata
+    metadata["skip_bad_rows"] = self._skip_bad_rows
     metadata.setdefault("source_files", {})[remote.filename] = {
-        "path": str(path), "sha256": _sha256(path), "rows_read": len(report.rows),
+        **freshness.fingerprint(path), **freshness.remote_record(remote), "rows_read": len(report.rows),
         "splits": splits}
     metadata.setdefault("skipped_rows", {})[remote.filename] = dict(report.skipped)
     if report.skipped_lines:
@@ -114,6 +132,13 @@ class CsvBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                       dict(report.skipped), *report.skipped_lines[0])
       metadata.setdefault("skipped_lines", {})[remote.filename] = [
           [line, message] for line, message in report.skipped_lines[:MAX_LISTED_SKIPS]]
+    if report.placeholders:
+      # All of them (not capped like skipped_lines): the trainer names each one next to its prediction.
+      metadata.setdefault("placeholder_rows", {})[remote.filename] = [
+          [line, row_id, message] for line, row_id, message in report.placeholders]
+      logging.warning("%s: %d malformed rows kept for their id, with empty text (their predictions "
+                      "will come from what is left), e.g. line %d (id %s): %s", path, len(report.placeholders),
+                      *report.placeholders[0])
     return report.rows
 
   def _generate_examples(self, examples: Sequence[tuple[int, dict]]) -> Iterator[tuple[int, dict]]:
@@ -140,11 +165,3 @@ def pair_examples(rows: Sequence[csv_rows.Row], label_map=None) -> list[tuple[in
     examples.append((row.line, {"id": row.id, "sentence1": row.texts[0], "sentence2": row.texts[1],
                                 "label": float(label), "line": row.line}))
   return examples
-
-
-def _sha256(path: pathlib.Path) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
