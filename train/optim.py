@@ -1,12 +1,14 @@
 """The whole optimizer, built from config as one optax chain.
 
-    [zero frozen grads -> pcgrad]        only with config.pcgrad.enabled
+    [zero frozen grads -> conflict method]   unless config.conflicts.method is "sum"
     -> partition by parameter path:
          "trainable": clip_by_global_norm -> adamw(schedule, decay mask)
          "frozen":    set_to_zero
 
-PCGrad goes first because it consumes the per-task gradients (leaves [T, ...])
-and emits their combination; everything after it sees ordinary gradients
+A conflict method (PCGrad, MGDA, UPGrad, ...: `train/conflicts/registry.py`;
+`config.pcgrad.enabled=True` means PCGrad) goes first because it consumes the
+per-task gradients (leaves [T, ...]) and emits their combination, sum_t w_t g_t;
+everything after it sees ordinary gradients
 shaped like the parameters. Frozen gradients are zeroed before the surgery so
 that parameters which never move cannot steer the projections or the
 diagnostics. `optax.partition` gives frozen parameters `set_to_zero` and masks
@@ -18,10 +20,11 @@ Per-task loss weights are not an optimizer concern: the trainer multiplies each
 task's loss by its weight before differentiating, so with PCGrad the surgery
 sees the weighted task gradients.
 
-Without PCGrad, `update` takes the usual gradient of the (weighted, summed)
-loss; with PCGrad it takes the stacked per-task gradients, in the order of
-`task_names`. Either way it accepts the extra argument `rng` (the step key),
-which only PCGrad uses.
+With method "sum", `update` takes the usual gradient of the (weighted, summed)
+loss; with any other method it takes the stacked per-task gradients, in the order of
+`task_names`. Either way it accepts the extra arguments `rng` (the step key,
+read by PCGrad and GradVac) and `losses` (the [T] task losses, read by the
+loss-weighting methods).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import jax
 import ml_collections
 import optax
 
-from train.pcgrad import pcgrad
+from train.conflicts import registry
 
 PyTree = Any
 
@@ -180,25 +183,21 @@ def create_learning_rate_schedule(optim_config: ml_collections.ConfigDict,
   return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), after_warmup], [warmup])
 
 
-def _pcgrad_task_indices(task_names: Sequence[str], pcgrad_tasks: Sequence[str]) -> tuple[int, ...]:
-  if isinstance(pcgrad_tasks, str):
-    pcgrad_tasks = (pcgrad_tasks,)
-  unknown = [name for name in pcgrad_tasks if name not in task_names]
-  if unknown:
-    raise ValueError(f"pcgrad.tasks={tuple(pcgrad_tasks)} names {unknown}, not among the "
-                     f"trained tasks {tuple(task_names)}")
-  if not pcgrad_tasks:
-    return tuple(range(len(task_names)))
-  return tuple(task_names.index(name) for name in pcgrad_tasks)
+def uses_per_task_gradients(config: ml_collections.ConfigDict) -> bool:
+  """True when `create_optimizer(config)` takes stacked per-task gradients (a conflict method)."""
+  return registry.needs_per_task_gradients(config)
 
 
 def create_optimizer(config: ml_collections.ConfigDict, total_steps: int,
                      task_names: Sequence[str] = ("sst", "para", "sts"),
+                     learning_rate_schedule: optax.Schedule | None = None,
                      ) -> optax.GradientTransformationExtraArgs:
-  """The training optimizer from `config.optim` and (optional) `config.pcgrad`.
+  """The training optimizer from `config.optim` and (optional) `config.conflicts` / `config.pcgrad`.
 
-  `task_names` fixes the order of the task axis that PCGrad expects in the
-  stacked gradients; `config.pcgrad.tasks` names a subset of it.
+  `task_names` fixes the order of the task axis that a conflict method expects
+  in the stacked gradients; `config.pcgrad.tasks` names a subset of it.
+  `learning_rate_schedule` replaces the one built from `config.optim` and
+  `total_steps` (a run continued with more epochs has one segment per start).
   """
   optim_config = config.optim
   task_names = tuple(task_names)
@@ -209,18 +208,17 @@ def create_optimizer(config: ml_collections.ConfigDict, total_steps: int,
   if optim_config.clip_norm > 0:
     trainable_chain.append(optax.clip_by_global_norm(float(optim_config.clip_norm)))
   trainable_chain.append(optax.adamw(
-      create_learning_rate_schedule(optim_config, total_steps),
+      learning_rate_schedule or create_learning_rate_schedule(optim_config, total_steps),
       b1=float(optim_config.b1), b2=float(optim_config.b2), eps=float(optim_config.eps),
       weight_decay=float(optim_config.weight_decay), mask=decay_mask))
   labels = lambda tree: trainable_labels(tree, freeze)
   partitioned = optax.partition(
       {TRAINABLE: optax.chain(*trainable_chain), FROZEN: optax.set_to_zero()}, labels)
 
-  pcgrad_config = config.pcgrad if "pcgrad" in config else default_pcgrad_config()
-  if not pcgrad_config.enabled:
+  method = registry.create_conflict_transform(config, task_names)
+  if method is None:
     return partitioned
-  surgery = [pcgrad(len(task_names), _pcgrad_task_indices(task_names, pcgrad_config.tasks),
-                    reduction=pcgrad_config.reduction)]
+  surgery = [method]
   if freeze:
     frozen_mask = lambda tree: jax.tree.map(lambda label: label == FROZEN, labels(tree))
     surgery.insert(0, optax.masked(optax.set_to_zero(), frozen_mask))

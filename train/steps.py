@@ -28,7 +28,8 @@ import jax.numpy as jnp
 import optax
 
 from bert_jax import heads
-from train import pcgrad
+from train.conflicts import engine as conflicts_engine
+from train.conflicts import pcgrad
 from train.state import TrainState
 
 Batch = Mapping[str, jax.Array]
@@ -86,13 +87,32 @@ def make_task_gradient(model: heads.MultitaskBert, task: str, *, task_index: int
   return task_gradient
 
 
+def conflict_metrics(opt_state: Any) -> dict:
+  """The conflict method's diagnostics of the step, for the metrics: {} without one.
+
+  PCGrad's go under "pcgrad" (the key its plots and logs always used), every
+  other method's under "conflicts": pairwise cosines, the number of
+  conflicting pairs and the task weights the method chose.
+  """
+  state = conflicts_engine.find_conflict_state(opt_state)
+  if state is None:
+    return {}
+  key = "pcgrad" if isinstance(state, pcgrad.PCGradState) else "conflicts"
+  return {key: {"cosine": state.cosine_similarity, "conflicts": state.num_conflicts,
+                "weights": state.weights}}
+
+
 def make_apply_gradients(tx: optax.GradientTransformationExtraArgs, *, task_order: Sequence[str],
-                         frozen_paths: frozenset[str], per_task_gradients: bool) -> Callable:
+                         frozen_paths: frozenset[str], per_task_gradients: bool,
+                         pass_losses: bool = False) -> Callable:
   """`(state, {task: gradient}, {task: loss}, rng) -> (state, metrics)`: one optimizer step.
 
   With `per_task_gradients` the gradients are stacked on a leading task axis in
   `task_order` (a task absent from this step contributes zeros), which is what
-  the PCGrad transformation consumes; otherwise they are summed.
+  the conflict methods (`train/conflicts/`) consume; otherwise they are summed.
+  With `pass_losses` the task losses also go to `tx.update` as the extra
+  argument `losses` ([T] in `task_order`, NaN for an absent task), for the
+  loss-weighting methods.
 
   Non-finite guard, without a host sync: when a loss or the summed gradient is
   not finite, the step records (step, first bad task) in `first_nonfinite` and
@@ -122,8 +142,14 @@ def make_apply_gradients(tx: optax.GradientTransformationExtraArgs, *, task_orde
     finite = jnp.isfinite(grad_norm) & jnp.all(jnp.stack([jnp.isfinite(losses[t]) for t in tasks]))
     healthy = finite & (state.first_nonfinite[0] < 0)
 
+    extra_args = {"rng": rng}
+    if pass_losses:
+      extra_args["losses"] = jnp.stack([jnp.asarray(losses[t], jnp.float32) if t in losses
+                                        else jnp.float32(jnp.nan) for t in task_order])
+
     def update(state: TrainState) -> TrainState:
-      updates, opt_state = tx.update(merge_params(combined, frozen), state.opt_state, state.params, rng=rng)
+      updates, opt_state = tx.update(merge_params(combined, frozen), state.opt_state, state.params,
+                                     **extra_args)
       return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                            opt_state=opt_state)
 
@@ -136,11 +162,8 @@ def make_apply_gradients(tx: optax.GradientTransformationExtraArgs, *, task_orde
       return state.replace(step=state.step + 1, first_nonfinite=failure)
 
     new_state = jax.lax.cond(healthy, update, hold, state)
-    metrics = {"grad_norm": grad_norm, "first_nonfinite": new_state.first_nonfinite}
-    pcgrad_state = pcgrad.find_pcgrad_state(new_state.opt_state)
-    if pcgrad_state is not None:
-      metrics["pcgrad"] = {"cosine": pcgrad_state.cosine_similarity,
-                           "conflicts": pcgrad_state.num_conflicts}
+    metrics = {"grad_norm": grad_norm, "first_nonfinite": new_state.first_nonfinite,
+               **conflict_metrics(new_state.opt_state)}
     return new_state, metrics
 
   return apply_gradients
@@ -164,7 +187,7 @@ def make_train_step(model: heads.MultitaskBert, tx: optax.GradientTransformation
                     task_order: Sequence[str], compile_fn: Callable[..., Callable],
                     frozen_paths: frozenset[str] = frozenset(),
                     loss_weights: Mapping[str, float] | None = None, similarity_loss: str = "mse",
-                    per_task_gradients: bool = False) -> TrainStep:
+                    per_task_gradients: bool = False, pass_losses: bool = False) -> TrainStep:
   """Builds the train step.
 
   Args:
@@ -172,7 +195,8 @@ def make_train_step(model: heads.MultitaskBert, tx: optax.GradientTransformation
     compile_fn: `compile_fn(make_body, donate_argnums)` where `make_body(axis_name)`
       builds a body; `DataParallel.compile` jits or pmaps it.
     frozen_paths: '/'-joined param paths that get no gradient at all.
-    per_task_gradients: stack one gradient per task (for PCGrad) instead of summing.
+    per_task_gradients: stack one gradient per task (for a conflict method) instead of summing.
+    pass_losses: hand the task losses to `tx.update` (for the loss-weighting methods).
   """
   loss_weights = dict(loss_weights or {})
   task_gradients = {
@@ -182,7 +206,8 @@ def make_train_step(model: heads.MultitaskBert, tx: optax.GradientTransformation
           axis_name=axis_name), donate_argnums=())
       for task in task_order}
   apply_gradients = compile_fn(lambda axis_name: make_apply_gradients(
-      tx, task_order=task_order, frozen_paths=frozen_paths, per_task_gradients=per_task_gradients),
+      tx, task_order=task_order, frozen_paths=frozen_paths, per_task_gradients=per_task_gradients,
+      pass_losses=pass_losses),
       donate_argnums=(0,))  # the state; gradients have no output of their shape to alias
   return TrainStep(task_gradients, apply_gradients)
 
