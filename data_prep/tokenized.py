@@ -8,9 +8,12 @@ labels and the example ids. A second run loads that file and never touches
 TFDS or the tokenizer again.
 
 The cache key covers everything the ids depend on: the dataset's name, config,
-version and split, the split's example count and byte size (so a regenerated
-dataset, e.g. with `skip_bad_rows`, gets new entries), a hash of the vocabulary
-file and the lowercasing flag, max_length and the encoding.
+version and split, the sha256 of each source file the split was prepared from
+(so an edited CSV, which `catalog.get_builder` prepares again, never hits an
+entry of the old one, even at the same row count and size), the split's
+example count and byte size (so a regenerated dataset, e.g. with
+`skip_bad_rows`, gets new entries), a hash of the vocabulary file and the
+lowercasing flag, max_length and the encoding.
 """
 
 from __future__ import annotations
@@ -276,6 +279,7 @@ def encode_source(source: Source, tokenizer, *, max_length: int = 128, pair_enco
   key_fields = {
       "format": CACHE_FORMAT, "dataset": builder.name, "config": builder.builder_config.name,
       "version": str(builder.version), "split": source.split,
+      "sources": catalog.source_hashes(builder, source.split),
       "num_examples": split_info.num_examples, "num_bytes": split_info.num_bytes,
       "tokenizer": tokenizer_fingerprint(tokenizer), "max_length": max_length, "encoding": encoding,
   }
@@ -295,12 +299,27 @@ def encode_source(source: Source, tokenizer, *, max_length: int = 128, pair_enco
       return EncodedSplit(ids=stored["ids"], labels=stored["labels"], tokens=tokens, **common)
 
   logging.info("tokenizing %s (max_length=%d, encoding=%s) -> %s", source, max_length, encoding, cache_file)
-  examples = catalog.read_split(builder, source.split)
+  encoded = encode_examples(catalog.read_split(builder, source.split), tokenizer, **common)
+  _write_npz(cache_file, ids=encoded.ids, labels=encoded.labels,
+             **{f"{name}_flat": r.flat for name, r in encoded.tokens.items()},
+             **{f"{name}_offsets": r.offsets for name, r in encoded.tokens.items()})
+  return encoded
+
+
+def encode_examples(examples: Sequence[Mapping], tokenizer, *, name: str, pair: bool,
+                    pair_encoding: str | None, max_length: int, labeled: bool, special: SpecialIds,
+                    provenance: tuple[Mapping, ...]) -> EncodedSplit:
+  """Tokenizes example dicts ("id", "label", and "sentence" or "sentence1"/"sentence2").
+
+  The one tokenization of every split: `encode_source` feeds it a TFDS split,
+  `train.predict` the rows of a file given on the command line, so a split read
+  either way gets the same token ids.
+  """
   ids = np.array([e["id"] for e in examples], dtype=np.str_)
   labels = np.array([e["label"] for e in examples], dtype=np.float32 if pair else np.int32)
   if pair:
     first, second = [e["sentence1"] for e in examples], [e["sentence2"] for e in examples]
-    if encoding == "joint":
+    if pair_encoding == "joint":
       input_ids, token_type_ids = tokenizer.encode_ragged(first, second, max_length=max_length)
       tokens = {"input_ids": Ragged.from_sequences(input_ids),
                 "token_type_ids": Ragged.from_sequences(token_type_ids)}
@@ -310,10 +329,9 @@ def encode_source(source: Source, tokenizer, *, max_length: int = 128, pair_enco
   else:
     input_ids, _ = tokenizer.encode_ragged([e["sentence"] for e in examples], max_length=max_length)
     tokens = {"input_ids": Ragged.from_sequences(input_ids)}
-  _write_npz(cache_file, ids=ids, labels=labels,
-             **{f"{name}_flat": r.flat for name, r in tokens.items()},
-             **{f"{name}_offsets": r.offsets for name, r in tokens.items()})
-  return EncodedSplit(ids=ids, labels=labels, tokens=tokens, **common)
+  return EncodedSplit(name=name, pair=pair, pair_encoding=pair_encoding, max_length=max_length,
+                      labeled=labeled, ids=ids, labels=labels, tokens=tokens, special=special,
+                      provenance=provenance)
 
 
 def _write_npz(path: pathlib.Path, **arrays) -> None:
