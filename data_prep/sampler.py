@@ -17,6 +17,14 @@ Two schedules:
                 cycles through its own reshuffled epochs independently, so small
                 tasks repeat within an epoch and large ones carry over.
 
+`epoch_fractions` trains a task on only part of its data per epoch (the
+"cut down on PARA training" of the reports): the sampler treats the task as if
+it had round(f * N_t) examples, so its share of each round-robin step (under
+"size" and "annealed"), the epoch length and its sequential steps shrink to ~f.
+Its iterator still walks its whole shuffled data, so the next epoch continues
+with examples this one did not reach. A fraction of 0 leaves the task out of
+every step.
+
 Every per-task batch size is a positive multiple of the device count, so each
 task's batch shards evenly. The sampler's state (`get_state`) is a small
 JSON-able dict; `set_state` on a fresh sampler resumes the exact batch sequence.
@@ -59,6 +67,23 @@ def task_weights(sizes: Mapping[str, int], proportions: str, epoch: int = 0,
   raise ValueError(f"proportions={proportions!r}; expected one of {PROPORTIONS}")
 
 
+def epoch_sizes(sizes: Mapping[str, int], fractions: Mapping[str, float]) -> dict[str, int]:
+  """Examples per epoch of each task: round(f * N_t), at least 1 when f > 0."""
+  unknown = sorted(set(fractions) - set(sizes))
+  if unknown:
+    raise ValueError(f"epoch_fractions names tasks {unknown} that have no training data; "
+                     f"expected some of {sorted(sizes)}")
+  result = {}
+  for t, n in sizes.items():
+    f = float(fractions.get(t, 1.0))
+    if not 0.0 <= f <= 1.0:
+      raise ValueError(f"epoch fraction of {t} is {f}; expected a number in [0, 1]")
+    result[t] = n if f == 1.0 else (max(1, round(f * n)) if f > 0 else 0)
+  if not any(result.values()):
+    raise ValueError(f"epoch_fractions {dict(fractions)} leave no task to train")
+  return result
+
+
 def allocate_batch_sizes(weights: Mapping[str, float], total_batch_size: int,
                          num_devices: int) -> dict[str, int]:
   """Split `total_batch_size` among tasks by `weights`, in whole multiples of `num_devices`.
@@ -98,6 +123,8 @@ class MultiTaskSampler:
     seed: shuffling seed; with the same arguments the sequence is identical.
     num_devices: local device count; every batch size must be a multiple of it.
     packing: pack each task's batches (data_prep/packing.py) instead of padding them.
+    epoch_fractions: {task: f in [0, 1]}; a task trains on ~f of its examples per epoch
+      (0: not at all). Tasks not named keep 1.
 
   The counters `epoch`, `step_in_epoch` and `global_step` describe the *next*
   step; after the last step of an epoch, `step_in_epoch` is back at 0.
@@ -105,7 +132,8 @@ class MultiTaskSampler:
 
   def __init__(self, splits: Mapping[str, EncodedSplit], buckets: Mapping[str, Sequence[int]], *,
                schedule: str = "round_robin", proportions: str = "size", total_batch_size: int,
-               num_epochs: int, seed: int = 0, num_devices: int = 1, packing: PackingSpec | None = None):
+               num_epochs: int, seed: int = 0, num_devices: int = 1, packing: PackingSpec | None = None,
+               epoch_fractions: Mapping[str, float] | None = None):
     if schedule not in SCHEDULES:
       raise ValueError(f"schedule={schedule!r}; expected one of {SCHEDULES}")
     if proportions not in PROPORTIONS:
@@ -117,10 +145,14 @@ class MultiTaskSampler:
     # The canonical task order (SST, Para, STS) first, so a sequential epoch follows it.
     self.tasks = [t for t in TASKS if t in splits] + [t for t in splits if t not in TASKS]
     self.sizes = {t: len(splits[t]) for t in self.tasks}
+    self.epoch_sizes = epoch_sizes(self.sizes, epoch_fractions or {})
+    # The tasks that take part in steps; a fraction of 0 removes a task.
+    self.active_tasks = [t for t in self.tasks if self.epoch_sizes[t] > 0]
     self.schedule, self.proportions = schedule, proportions
     self.total_batch_size, self.num_epochs = total_batch_size, num_epochs
     self.seed, self.num_devices, self.packing = seed, num_devices, packing
-    self._iterators = {t: TrainBatches(splits[t], buckets[t], batch_size=self.batch_sizes(0)[t],
+    first_sizes = self.batch_sizes(0)
+    self._iterators = {t: TrainBatches(splits[t], buckets[t], batch_size=first_sizes.get(t, total_batch_size),
                                        seed=seed, task=t, num_devices=num_devices, packing=packing)
                        for t in self.tasks}
     self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
@@ -128,22 +160,23 @@ class MultiTaskSampler:
   def batch_sizes(self, epoch: int) -> dict[str, int]:
     """Examples per task in each step of `epoch` (sequential: the total, one task at a time)."""
     if self.schedule == "sequential":
-      return {t: self.total_batch_size for t in self.tasks}
-    weights = task_weights(self.sizes, self.proportions, epoch, self.num_epochs)
+      return {t: self.total_batch_size for t in self.active_tasks}
+    weights = task_weights({t: self.epoch_sizes[t] for t in self.active_tasks}, self.proportions, epoch,
+                           self.num_epochs)
     return allocate_batch_sizes(weights, self.total_batch_size, self.num_devices)
 
   def steps_per_epoch(self, epoch: int = 0) -> int:
     if self.schedule == "sequential":
-      return sum(math.ceil(n / self.total_batch_size) for n in self.sizes.values())
+      return sum(math.ceil(n / self.total_batch_size) for n in self.epoch_sizes.values())
     del epoch  # the total per step is fixed, so every epoch has the same length
-    return math.ceil(sum(self.sizes.values()) / self.total_batch_size)
+    return math.ceil(sum(self.epoch_sizes.values()) / self.total_batch_size)
 
   def total_steps(self) -> int:
     return sum(self.steps_per_epoch(e) for e in range(self.num_epochs))
 
   def _sequential_task(self, step_in_epoch: int) -> str:
-    for t in self.tasks:
-      steps = math.ceil(self.sizes[t] / self.total_batch_size)
+    for t in self.active_tasks:
+      steps = math.ceil(self.epoch_sizes[t] / self.total_batch_size)
       if step_in_epoch < steps:
         return t
       step_in_epoch -= steps
@@ -160,7 +193,7 @@ class MultiTaskSampler:
       task = self._sequential_task(self.step_in_epoch)
       batches = {task: self._iterators[task].next_batch(sizes[task])}
     else:
-      batches = {t: self._iterators[t].next_batch(sizes[t]) for t in self.tasks}
+      batches = {t: self._iterators[t].next_batch(sizes[t]) for t in self.active_tasks}
     self.global_step += 1
     self.step_in_epoch += 1
     if self.step_in_epoch >= self.steps_per_epoch(self.epoch):
@@ -168,19 +201,28 @@ class MultiTaskSampler:
     return batches
 
   def _config(self) -> dict:
-    return {"tasks": self.tasks, "sizes": self.sizes, "schedule": self.schedule,
-            "proportions": self.proportions, "total_batch_size": self.total_batch_size,
-            "num_epochs": self.num_epochs, "seed": self.seed, "num_devices": self.num_devices,
-            "packing": self.packing.to_dict() if self.packing else None}
+    config = {"tasks": self.tasks, "sizes": self.sizes, "schedule": self.schedule,
+              "proportions": self.proportions, "total_batch_size": self.total_batch_size,
+              "num_epochs": self.num_epochs, "seed": self.seed, "num_devices": self.num_devices,
+              "packing": self.packing.to_dict() if self.packing else None}
+    if self.epoch_sizes != self.sizes:  # only then, so states saved before fractions existed still resume
+      config["epoch_sizes"] = self.epoch_sizes
+    return config
 
   def get_state(self) -> dict:
     """JSON-able: the counters, each task iterator's position, and the config it is valid for."""
     return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
             "tasks": {t: it.get_state() for t, it in self._iterators.items()}, "config": self._config()}
 
-  def set_state(self, state: Mapping) -> None:
-    """Resumes from `get_state()`; refuses a state saved under different data or settings."""
+  def set_state(self, state: Mapping, *, allow_more_epochs: bool = False) -> None:
+    """Resumes from `get_state()`; refuses a state saved under different data or settings.
+
+    With `allow_more_epochs`, a state saved with fewer `num_epochs` than this sampler has is
+    accepted: the stream continues into the added epochs (a finished run trained further).
+    """
     saved, current = dict(state["config"]), self._config()
+    if allow_more_epochs and int(saved.get("num_epochs", 0)) <= self.num_epochs:
+      saved["num_epochs"] = self.num_epochs
     if saved != current:
       changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
       raise ValueError(f"sampler state was saved with different settings {changed}: "

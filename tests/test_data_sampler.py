@@ -127,3 +127,62 @@ def test_unknown_schedule_or_proportions(splits):
   with pytest.raises(ValueError, match="proportions='uniform'"):
     make(splits, proportions="uniform")
   assert sampler_lib.SCHEDULES == ("sequential", "round_robin")
+
+
+def _examples_per_epoch(sampler, task):
+  """Real (non-filler) examples of `task` in the sampler's first epoch."""
+  count = 0
+  for _ in range(sampler.steps_per_epoch(0)):
+    batch = next(sampler).get(task)
+    if batch is not None:
+      count += int(np.sum(batch["weights"] > 0))
+  return count
+
+
+@pytest.mark.parametrize("schedule", ["sequential", "round_robin"])
+def test_epoch_fraction_trains_on_that_share_of_a_task(splits, schedule):
+  full = make(splits, schedule=schedule, total_batch_size=16, num_epochs=2)
+  quarter = make(splits, schedule=schedule, total_batch_size=16, num_epochs=2, epoch_fractions={"para": 0.25})
+  assert quarter.epoch_sizes == {"sst": 40, "para": 25, "sts": 20}
+  assert _examples_per_epoch(full, "para") == 100
+  # ~25, give or take the last step's batch (sequential 2 x 16 = 32; round-robin 6 steps x 5 = 30).
+  assert _examples_per_epoch(quarter, "para") == pytest.approx(25, abs=quarter.batch_sizes(0)["para"])
+  assert quarter.steps_per_epoch() < full.steps_per_epoch()
+  if schedule == "sequential":  # SST and STS keep their whole epoch
+    assert quarter.steps_per_epoch() == math.ceil(40 / 16) + math.ceil(25 / 16) + math.ceil(20 / 16)
+  # The next epoch goes on with Quora pairs the first one did not reach: 2 epochs of ~25, none repeated.
+  again = make(splits, schedule=schedule, total_batch_size=16, num_epochs=2, epoch_fractions={"para": 0.25})
+  seen = [i for step in again for i in step.get("para", {"index": np.array([], int)})["index"] if i >= 0]
+  assert len(seen) == len(set(seen)) and 40 <= len(seen) <= 2 * 32
+
+
+def test_epoch_fraction_zero_leaves_the_task_out(splits):
+  for schedule in ("sequential", "round_robin"):
+    sampler = make(splits, schedule=schedule, total_batch_size=16, num_epochs=1, epoch_fractions={"para": 0.0})
+    steps = list(sampler)
+    assert steps and all("para" not in step for step in steps)
+    assert len(steps) == (math.ceil(40 / 16) + math.ceil(20 / 16) if schedule == "sequential"
+                          else math.ceil(60 / 16))
+
+
+def test_epoch_fraction_resumes_and_default_state_is_unchanged(splits):
+  original = make(splits, total_batch_size=16, num_epochs=2, epoch_fractions={"para": 0.5})
+  for _ in range(original.steps_per_epoch() + 1):
+    next(original)
+  restored = make(splits, total_batch_size=16, num_epochs=2, epoch_fractions={"para": 0.5})
+  restored.set_state(json.loads(json.dumps(original.get_state())))
+  for expected, actual in zip(original, restored):
+    np.testing.assert_array_equal(actual["para"]["index"], expected["para"]["index"])
+  # A fraction of 1 is the plain sampler, state included (runs saved before fractions existed resume).
+  assert "epoch_sizes" not in make(splits, epoch_fractions={"para": 1.0}).get_state()["config"]
+  with pytest.raises(ValueError, match=r"different settings \['epoch_sizes'\]"):
+    make(splits).set_state(make(splits, epoch_fractions={"para": 0.5}).get_state())
+
+
+def test_bad_epoch_fractions_are_refused(splits):
+  with pytest.raises(ValueError, match="epoch fraction of para is 1.5; expected a number in"):
+    make(splits, epoch_fractions={"para": 1.5})
+  with pytest.raises(ValueError, match=r"names tasks \['quora'\]"):
+    make(splits, epoch_fractions={"quora": 0.5})
+  with pytest.raises(ValueError, match="leave no task to train"):
+    make(splits, epoch_fractions={"sst": 0.0, "para": 0.0, "sts": 0.0})

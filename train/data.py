@@ -21,6 +21,9 @@ from data_prep.packing import PackingSpec
 from data_prep.sampler import MultiTaskSampler
 
 SPLITS = ("train", "validation", "test")
+# config.data.extra_sst / extra_sts -> the extra training source's config (None: none).
+EXTRA_SST = {"": None, "cfimdb_polar": "polar", "cfimdb_not_polar": "not_polar"}
+EXTRA_STS = {"": False, "sick": True}
 
 
 def pair_encodings(model_config: ml_collections.ConfigDict) -> dict[str, str]:
@@ -36,6 +39,7 @@ class TaskData:
   buckets: Mapping[str, tuple[int, ...]]
   quora_split: str
   packing: PackingSpec | None = None  # config.data's packing, one device group; None: pad to buckets
+  epoch_fractions: Mapping[str, float] | None = None  # {task: f}: train on ~f of its data per epoch
 
   @classmethod
   def create(cls, config: ml_collections.ConfigDict, tokenizer) -> "TaskData":
@@ -44,17 +48,16 @@ class TaskData:
     if data.data_root:
       builder_kwargs["local_dir"] = data.data_root
     encodings = pair_encodings(config.model)
-    extra_sst = {"": None, "cfimdb_polar": "polar", "cfimdb_not_polar": "not_polar"}
-    if data.extra_sst not in extra_sst:
-      raise ValueError(f"config.data.extra_sst={data.extra_sst!r}; expected one of {list(extra_sst)}")
-    if data.extra_sts not in ("", "sick"):
-      raise ValueError(f"config.data.extra_sts={data.extra_sts!r}; expected '' or 'sick'")
+    if data.extra_sst not in EXTRA_SST:
+      raise ValueError(f"config.data.extra_sst={data.extra_sst!r}; expected one of {list(EXTRA_SST)}")
+    if data.extra_sts not in EXTRA_STS:
+      raise ValueError(f"config.data.extra_sts={data.extra_sts!r}; expected one of {list(EXTRA_STS)}")
     splits = {}
     for task in pipeline.TASKS:
       splits[task] = {}
       for split in SPLITS:
-        sources = pipeline.task_sources(task, split, cfimdb=extra_sst[data.extra_sst],
-                                        sick=data.extra_sts == "sick", quora_split=data.quora_split)
+        sources = pipeline.task_sources(task, split, cfimdb=EXTRA_SST[data.extra_sst],
+                                        sick=EXTRA_STS[data.extra_sts], quora_split=data.quora_split)
         splits[task][split] = pipeline.load_task_split(
             task, sources, tokenizer, max_length=data.max_length, pair_encoding=encodings[task],
             tfds_dir=data.tfds_dir or None, cache_dir=data.cache_dir or None,
@@ -68,7 +71,10 @@ class TaskData:
       if max(packing.pack_lengths) < data.max_length:
         raise ValueError(f"config.data.pack_lengths={packing.pack_lengths} cannot hold a sequence of "
                          f"max_length={data.max_length}; add {data.max_length}")
-    return cls(splits, buckets, data.quora_split, packing)
+    para_fraction = float(data.get("para_fraction", 1.0))
+    if not 0.0 <= para_fraction <= 1.0:
+      raise ValueError(f"config.data.para_fraction={para_fraction}; expected a fraction in [0, 1]")
+    return cls(splits, buckets, data.quora_split, packing, {"para": para_fraction})
 
   def packing_spec(self, *, parallel_mode: str, num_devices: int) -> PackingSpec | None:
     """The packing layout for these devices: one group per device under pmap, rows divisible under jit."""
@@ -82,7 +88,8 @@ class TaskData:
                    seed: int, num_devices: int, packing: PackingSpec | None = None) -> MultiTaskSampler:
     return MultiTaskSampler({t: s["train"] for t, s in self.splits.items()}, self.buckets,
                             schedule=schedule, proportions=proportions, total_batch_size=batch_size,
-                            num_epochs=num_epochs, seed=seed, num_devices=num_devices, packing=packing)
+                            num_epochs=num_epochs, seed=seed, num_devices=num_devices, packing=packing,
+                            epoch_fractions=self.epoch_fractions)
 
   def eval_batches(self, task: str, split: str, batch_size: int, num_devices: int,
                    packing: PackingSpec | None = None) -> Iterator[dict]:
@@ -100,6 +107,17 @@ class TaskData:
 
   def ids(self, task: str, split: str) -> list[str]:
     return [str(i) for i in self.splits[task][split].ids]
+
+  def placeholder_rows(self, task: str, split: str) -> list[str]:
+    """"file:line: id ...: why" for each malformed row kept only so that its id gets a prediction.
+
+    Such a row's unreadable text is empty (data_prep/csv_rows.py, keep_every_id),
+    so its prediction says little; the trainer names each one beside its file.
+    """
+    return [f"{file}:{line}: id {row_id}: {why}"
+            for provenance in self.splits[task][split].provenance
+            for file, rows in provenance.get("placeholder_rows", {}).items()
+            for line, row_id, why in rows]
 
   def example_batches(self) -> dict[str, dict]:
     """One tiny batch per task, with the real encodings, to initialise the model."""
