@@ -23,9 +23,6 @@ import pytest
 
 from bert_jax import checkpoints as bert_checkpoints
 from bert_jax import heads
-from bert_jax.config import BertConfig
-from bert_jax.modeling import BertModel
-from tests.test_data_csv_rows import WORDS, write_course_files
 from train import metrics as metrics_lib
 from train import optim, steps, train
 from train.configs import default
@@ -33,29 +30,13 @@ from train.parallel import DataParallel
 from train.state import TrainState
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-
-
-@pytest.fixture(scope="module")
-def tiny_world(tmp_path_factory):
-  """A tiny random BERT exported as a HF directory, and a miniature ../shared/data."""
-  root = tmp_path_factory.mktemp("world")
-  vocab = SPECIAL + sorted(set(WORDS)) + ["?", "."]
-  (root / "vocab.txt").write_text("\n".join(vocab) + "\n")
-  bert_config = BertConfig.tiny(vocab_size=len(vocab), hidden_dropout_prob=0.0,
-                                attention_probs_dropout_prob=0.0)
-  ids = jnp.ones((1, 4), jnp.int32)
-  params = BertModel(bert_config).init(jax.random.key(0), ids)["params"]
-  checkpoint = bert_checkpoints.export_hf_checkpoint(params, bert_config, root / "vocab.txt", root / "ckpt")
-  data_root = write_course_files(root / "data")
-  return {"checkpoint": str(checkpoint), "data_root": str(data_root), "root": root}
 
 
 def tiny_config(world, tmp_path, **overrides) -> ml_collections.ConfigDict:
   config = default.get_config()
   config.checkpoint = world["checkpoint"]
   config.data.data_root = world["data_root"]
-  config.data.tfds_dir = str(world["root"] / "tfds")  # shared: prepared once per module
+  config.data.tfds_dir = str(world["root"] / "tfds")  # shared: prepared once per session
   config.data.max_length = 48
   config.data.num_buckets = 2
   config.model.head_dropout = 0.0
@@ -67,7 +48,7 @@ def tiny_config(world, tmp_path, **overrides) -> ml_collections.ConfigDict:
   config.num_epochs = 2
   config.log_every_steps = 1
   config.checkpoint_every_steps = 2
-  config.compilation_cache_dir = str(world["root"] / "jax_cache")
+  config.compilation_cache_dir = str(world["jax_cache"])  # the session's one cache (conftest.py)
   config.optim.learning_rate = 1e-3
   config.optim.warmup_steps = 0  # warmup starts at lr 0: the first step would not move anything
   for key, value in overrides.items():
@@ -155,13 +136,16 @@ def test_parallel_modes_match_single_device(tiny_world, task_data, tmp_path, use
     assert np.asarray(metrics["pcgrad"]["cosine"]).shape[-2:] == (3, 3)
 
 
-def test_nonfinite_loss_stops_naming_step_and_task_and_keeps_last_checkpoint(tiny_world, tmp_path):
+def test_nonfinite_loss_stops_naming_step_and_task_and_keeps_last_checkpoint(tiny_world, tmp_path, monkeypatch):
+  # The NaN loss weight below is the fault injected; config validation would refuse it before training.
+  monkeypatch.setattr(train.config_validation, "validate", lambda config: None)
   workdir = str(tmp_path / "run")
   good = tiny_config(tiny_world, tmp_path, max_steps=4)
   train.train_and_evaluate(good, workdir)
   latest = sorted(os.listdir(os.path.join(workdir, "checkpoints", "main")))
   # A NaN loss weight poisons the paraphrase gradient of the first step after the resume.
-  bad = tiny_config(tiny_world, tmp_path, max_steps=8, **{"loss_weights.para": float("nan")})
+  bad = tiny_config(tiny_world, tmp_path, max_steps=8, resume_with_changes=("max_steps", "loss_weights.para"),
+                    **{"loss_weights.para": float("nan")})
   with pytest.raises(train.NonFiniteLossError, match=r"para .*step 4"):
     train.train_and_evaluate(bad, workdir)
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints", "main"))) == latest

@@ -1,21 +1,34 @@
-"""Command line: `python -m train.main --config=train/configs/<preset>.py --workdir=<dir>`.
+"""Command line: `python -m train.main --config=<preset> --workdir=<dir>` (or `bert-jax-train ...`).
 
-With no flags it trains the default preset into workdirs/<preset name>. Rerunning
-with the same --workdir resumes from the latest checkpoint there.
+`--config` takes a preset name (`--config=cross`, from any directory) or a config file
+(`--config=train/configs/cross.py`); `--config.x=y` overrides a field. With no flags it
+trains the default preset into workdirs/default. Without --workdir each set of
+overrides gets its own workdir (train/workdirs.py), so changing one never resumes a
+run made with another. Rerunning with the same workdir resumes from its latest checkpoint.
 """
 
 import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(__file__), "configs", "default.py"),
-    "Training preset (a file with get_config()); override fields with --config.x=y.",
-    lock_config=True)
+from train import cli_errors, presets, script_help, workdirs
+
+try:
+  _CONFIG = config_flags.DEFINE_config_file(
+      "config", os.path.join(os.path.dirname(__file__), "configs", "default.py"),
+      "Training preset: a name from train/configs/ (e.g. cross) or a file with get_config(); "
+      "override fields with --config.x=y.",
+      lock_config=True)
+except Exception as error:  # without --config=, ml_collections applies the --config.x overrides right here
+  cli_errors.exit_with_error(error, "train.main")
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Where checkpoints, metrics, plots and predictions go "
-    "(default: workdirs/<config.name>). An existing run there is resumed.")
+    "(default: workdirs/<config.name>, plus the --config.* overrides when there are any). "
+    "An existing run there is resumed.")
+_DRY_RUN = flags.DEFINE_bool(
+    "dry_run", False, "Print the workdir and the config the run would use, then exit without training.")
 
 
 def main(argv):
@@ -26,12 +39,39 @@ def main(argv):
     # table are what a user reads. --verbosity=0 brings the INFO logs back.
     logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value
-  workdir = _WORKDIR.value or os.path.join("workdirs", config.name)
+  from train import config_validation
+  config_validation.validate(config)  # every field, before any work: one error listing each bad one
+  overrides = config_flags.get_override_values(flags.FLAGS["config"])
+  workdir = _WORKDIR.value or workdirs.default_workdir(config.name, overrides)
+  for line in workdirs.describe_workdir(workdir, config, chosen_by_default=_WORKDIR.value is None,
+                                        overrides=overrides):
+    print(line, flush=True)
+  if _DRY_RUN.value:
+    print(f"config ({config_flags.get_config_filename(flags.FLAGS['config'])}):\n{config}", flush=True)
+    return
   from train import train  # after flag parsing, so --help is fast
   train.enable_compilation_cache(config)
   logging.info("config:\n%s", config)
   train.train_and_evaluate(config, workdir)
 
 
+def run():
+  """The `bert-jax-train` console script, and `python -m train.main`.
+
+  Resolves a preset name given as --config before absl parses the flags (see
+  train/presets.py); ml_collections reads the overrides from sys.argv, so the
+  resolved value goes there.
+  """
+  try:
+    sys.argv = presets.resolve_config_argv(sys.argv)
+  except ValueError as e:
+    sys.exit(f"train.main: error: {e}")  # the form of train/cli_errors.py, without a traceback
+  script_help.list_flags_in_help(__name__)
+  try:
+    app.run(main)
+  except Exception as error:  # from flag parsing or from main: one message, exit status 1 (train/cli_errors.py)
+    cli_errors.exit_with_error(error, "train.main")
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

@@ -25,19 +25,25 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 from absl import logging
 from tqdm import tqdm
 
+from bert_jax import bundle as bundle_lib
 from bert_jax import checkpoints as bert_checkpoints
 from bert_jax import heads
+from train import config_validation
 from train import data as task_data_lib
 from train import metrics as metrics_lib
-from train import optim, plots, steps
+from train import config_changes, optim, plots, steps, trained_run
 from train.checkpointing import RunCheckpoints
+from train.conflicts import registry as conflicts_registry
+from train.configs import default as default_config
 from train.compile_stats import CompilationStats
 from train.metric_writer import MetricWriter
 from train.parallel import DataParallel, maybe_initialize_distributed
 from train.state import TrainState
+from train.workdir_lock import WorkdirLock
 
 TASKS = ("sst", "para", "sts")
 
@@ -77,6 +83,27 @@ class Stage:
   total_steps: int
   epoch_ends: list[int]
   stream: Any
+  # segment ends -> (optimizer, step function) with that learning-rate schedule (see segmented_schedule)
+  build_step: Any = None
+
+
+def segmented_schedule(optim_config: ml_collections.ConfigDict, segment_ends: list[int]):
+  """The learning rate of a run trained in segments: the configured schedule, restarted per segment.
+
+  A finished run continued with more epochs keeps the schedule its first steps were
+  trained with (it decayed to its end); the added steps get the configured schedule
+  afresh over their own count, warmup included, as a new run of that length would.
+  """
+  schedules, start = [], 0
+  for end in segment_ends:
+    segment = ml_collections.ConfigDict(optim_config.to_dict())
+    if segment.warmup_steps > end - start:
+      segment.warmup_steps = end - start
+    schedules.append(optim.create_learning_rate_schedule(segment, end - start))
+    start = end
+  if len(schedules) == 1:
+    return schedules[0]
+  return optax.join_schedules(schedules, [int(e) for e in segment_ends[:-1]])
 
 
 def _device_batches(stream, parallel: DataParallel, size: int = 2) -> Iterator[tuple[Any, dict]]:
@@ -130,6 +157,11 @@ class Trainer:
     # Two independent streams: one initialises the heads, the other gives step k the key fold_in(k).
     self.init_rng, self.base_rng = jax.random.split(jax.random.key(config.seed))
     self._predict_fns = {}
+    # Resume bookkeeping: where the previous stage's metrics end (a fresh stage cuts what a killed
+    # attempt logged after it), how many stages ran, and each stage's accepted config changes.
+    self._metrics_end: int | None = 0
+    self._stages_started = 0
+    self.config_history: dict[str, list] = {}
 
   # ---- parameters and stages ------------------------------------------------------------------
 
@@ -139,13 +171,21 @@ class Trainer:
     Flax's init run op by op compiled a few hundred tiny executables (6.5 s
     for all-MiniLM-L6 on 2 cores), each too small for the persistent cache;
     jitted, it is one executable that a second start reads from the cache.
+
+    With `config.init_from` (a workdir or model bundle) the run starts from that
+    trained model's encoder and heads instead; its architecture must match.
     """
+    if self.config.get("init_from"):
+      trained = trained_run.params_to_continue(self.config.init_from, self.model, self.pretrained)
+      _say(f"starting from the trained encoder and heads of {self.config.init_from}")
+      return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), trained)
     init = jax.jit(lambda rng, example, pretrained: heads.init_params(
         self.model, rng, example, pretrained_bert=pretrained))
     return init(self.init_rng, self.data.example_batches(), self.pretrained.params)
 
   def make_stage(self, name: str, params: Any, *, schedule: str, num_epochs: int,
-                 optim_config, pcgrad_config) -> Stage:
+                 optim_config, pcgrad_config, conflicts_config=None) -> Stage:
+    """One training stage; `conflicts_config` (None: "sum") picks the gradient-conflict method."""
     config = self.config
     stream = self.data.train_stream(schedule=schedule, proportions=config.proportions,
                                     batch_size=config.batch_size, num_epochs=num_epochs,
@@ -155,21 +195,27 @@ class Trainer:
     total_steps = int(epoch_ends[-1])
     if config.max_steps > 0:
       total_steps = min(total_steps, config.max_steps)
-    stage_config = ml_collections.ConfigDict({"optim": optim_config, "pcgrad": pcgrad_config})
-    tx = optim.create_optimizer(stage_config, total_steps, task_names=TASKS)
+    stage_config = ml_collections.ConfigDict({
+        "optim": optim_config, "pcgrad": pcgrad_config,
+        "conflicts": conflicts_config if conflicts_config is not None else conflicts_registry.default_config()})
     frozen = frozenset(p for p, label in optim.trainable_labels_flat(params, optim_config.freeze).items()
                        if label == "frozen")
+
+    def build_step(segment_ends: list[int] | None = None):
+      schedule = None if segment_ends is None else segmented_schedule(optim_config, segment_ends)
+      tx = optim.create_optimizer(stage_config, total_steps, task_names=TASKS, learning_rate_schedule=schedule)
+      return tx, steps.make_train_step(
+          self.model, tx, task_order=TASKS, compile_fn=self.parallel.compile, frozen_paths=frozen,
+          loss_weights=dict(config.loss_weights), similarity_loss=config.similarity_loss,
+          per_task_gradients=optim.uses_per_task_gradients(stage_config),
+          pass_losses=conflicts_registry.needs_losses(stage_config))
+
+    tx, step_fn = build_step()
     state = self.parallel.replicate(TrainState.create(params, tx))
-
-    step_fn = steps.make_train_step(
-        self.model, tx, task_order=TASKS, compile_fn=self.parallel.compile, frozen_paths=frozen,
-        loss_weights=dict(config.loss_weights), similarity_loss=config.similarity_loss,
-        per_task_gradients=pcgrad_config.enabled)
-
     return Stage(name, state, step_fn,
                  RunCheckpoints(os.path.join(self.workdir, "checkpoints", name),
                                 best_metric=config.get("best_metric", "overall_mean")),
-                 total_steps, [int(e) for e in epoch_ends], stream)
+                 total_steps, [int(e) for e in epoch_ends], stream, build_step)
 
   def packing_spec(self):
     """How batches are packed on these devices (None: padded to length buckets)."""
@@ -180,17 +226,29 @@ class Trainer:
   # ---- evaluation -------------------------------------------------------------------------------
 
   def predict(self, params: Any, task: str, split: str) -> np.ndarray:
-    """Predictions for every example of a split, in split order (padding rows dropped)."""
+    """Predictions for every example of a split, in split order (padding rows dropped).
+
+    Raises:
+      RuntimeError: some example got no prediction (a batching bug; scores and
+        submission files would otherwise hold zeros for it, unnoticed).
+    """
     if task not in self._predict_fns:
       self._predict_fns[task] = self.parallel.compile_predict_step(steps.make_predict_step(self.model, task))
     fn = self._predict_fns[task]
     predictions = np.zeros(self.data.num_examples(task, split), np.float32)
+    answered = np.zeros(len(predictions), bool)
     for batch in self.data.eval_batches(task, split, self.config.eval_batch_size,
                                         self.parallel.num_local_devices, packing=self.packing_spec()):
       outputs = self.parallel.gather(fn(params, self.parallel.put_batch(batch)))
       values = np.asarray(heads.predict(task, outputs))
       real = batch["weights"] > 0
       predictions[batch["index"][real]] = values[real]
+      answered[batch["index"][real]] = True
+    if not answered.all():
+      missing = np.flatnonzero(~answered)
+      ids = self.data.ids(task, split)
+      raise RuntimeError(f"{task} {split}: {len(missing)} of {len(ids)} examples got no prediction, "
+                         f"e.g. id {ids[missing[0]]}")
     return predictions
 
   def evaluate(self, params: Any, *, write_predictions: bool = False, out_dir: str | None = None) -> dict:
@@ -206,23 +264,24 @@ class Trainer:
         test = self.predict(params, task, "test")
         metrics_lib.write_submission(os.path.join(out_dir, f"{task}-test-output.csv"), task,
                                      self.data.ids(task, "test"), test)
+        for split in ("validation", "test"):
+          placeholders = self.data.placeholder_rows(task, split)
+          if placeholders:
+            logging.warning("%s %s: %d row(s) could not be read in full and were predicted from what was left "
+                            "(empty text); their ids are in the prediction file all the same:\n  %s",
+                            task, split, len(placeholders), "\n  ".join(placeholders))
     scores.update(metrics_lib.overall_scores(scores))
     return scores
 
   # ---- the loop ---------------------------------------------------------------------------------
 
   def run_stage(self, stage: Stage) -> Stage:
-    """Trains a stage to its end, resuming from its latest checkpoint if there is one."""
+    """Trains a stage to its end, resuming from its newest good checkpoint if there is one."""
     config, parallel = self.config, self.parallel
-    progress = {"epoch": 0, "best": None}
-    latest = stage.checkpoints.latest_step()
-    if latest is not None:
-      restored, progress = stage.checkpoints.restore(latest, parallel.unreplicate(stage.state))
-      stage.state = parallel.replicate(restored)
-      stage.stream.set_state(progress["data"])
-      _say(f"{stage.name}: resumed from step {latest} of {stage.total_steps} in {self.workdir}")
-    host_step = latest or 0
+    host_step, progress = self._resume(stage)
+    self._stages_started += 1
     if host_step >= stage.total_steps:
+      self._metrics_end = progress.get("metrics_offset")
       return stage
 
     pending, window_start, window_examples = [], time.perf_counter(), 0
@@ -255,17 +314,91 @@ class Trainer:
           best = progress.get("best")
           if best is None or scores[stage.checkpoints.best_metric] > best["score"]:
             progress["best"] = {"score": scores[stage.checkpoints.best_metric], "step": host_step}
+          progress["metrics_offset"] = self.writer.position() if self.writer else None
           stage.checkpoints.save(host_step, parallel.unreplicate(stage.state), dict(progress),
                                  metrics={k: float(v) for k, v in scores.items()})
         elif host_step % config.checkpoint_every_steps == 0:
           self._check_finite(stage)
           progress["data"] = data_state
+          progress["metrics_offset"] = self.writer.position() if self.writer else None
           stage.checkpoints.save(host_step, parallel.unreplicate(stage.state), dict(progress))
     finally:
       bar.close()
       batches_iter.close()
       stage.checkpoints.wait()
+    self._metrics_end = self.writer.position() if self.writer else None
     return stage
+
+  def _resume(self, stage: Stage) -> tuple[int, dict]:
+    """(step, progress) to go on from: the newest good checkpoint's, else a fresh start's.
+
+    Refuses a config that differs from the checkpoint's (train/config_changes.py), skips
+    damaged checkpoints (train/checkpointing.py), continues a stage whose epoch count was
+    raised with a new learning-rate segment, and cuts metrics.jsonl back to what the
+    resumed step had logged.
+    """
+    config, parallel = self.config, self.parallel
+    current = config_changes.config_as_json(config)
+    accepted: dict[str, tuple] = {}
+
+    def check_config(step: int, progress: dict) -> None:
+      accepted.clear()
+      if "config" not in progress:
+        _say(f"warning: {stage.name} checkpoint step {step} records no config (written before configs were "
+             f"stored); resuming without comparing configs")
+        return
+      accepted.update(config_changes.check_resume(
+          progress["config"], config, stage=stage.name, step=step, where=stage.checkpoints.directory,
+          defaults=_DEFAULT_CONFIG_JSON))
+
+    found = stage.checkpoints.restore_newest_good(parallel.unreplicate(stage.state), check_config, say=_say)
+    if found is None:
+      self._cut_metrics(self._metrics_end, purge_step=1)
+      _say(f"{stage.name}: training {stage.total_steps} steps in {self.workdir}")
+      self.config_history[stage.name] = []
+      return 0, {"epoch": 0, "best": None, "config": current, "config_history": [],
+                 "schedule_segments": [stage.total_steps]}
+
+    step, restored, progress = found
+    history = list(progress.get("config_history", []))
+    if accepted or "config" not in progress:
+      history.append({"step": step, "changes": {k: list(v) for k, v in accepted.items()}}
+                     if "config" in progress else {"step": step, "changes": "unknown (no config was stored)"})
+    progress.update(config=current, config_history=history)
+    self.config_history[stage.name] = history
+    segments = list(progress.get("schedule_segments") or [self._legacy_total_steps(stage, progress)])
+    if stage.total_steps > segments[-1]:
+      _say(f"{stage.name}: continuing to step {stage.total_steps} (more epochs than the {segments[-1]} "
+           f"steps it was started for); the added steps get a learning-rate schedule of their own")
+      segments.append(stage.total_steps)
+    progress["schedule_segments"] = segments
+    if len(segments) > 1:
+      _, stage.step_fn = stage.build_step(segments)
+    stage.state = parallel.replicate(restored)
+    stage.stream.set_state(progress["data"], allow_more_epochs=True)
+    if step < stage.total_steps:
+      dropped = self._cut_metrics(progress.get("metrics_offset"), purge_step=step + 1)
+      note = f" (dropped {dropped} metrics records logged after it)" if dropped else ""
+    else:
+      note = ""
+    _say(f"{stage.name}: resumed from step {step} of {stage.total_steps} in {self.workdir}{note}")
+    return step, progress
+
+  def _cut_metrics(self, position: int | None, *, purge_step: int) -> int:
+    """Truncates metrics.jsonl to `position` (None: unknown, keep all); returns the records dropped.
+
+    TensorBoard is told to hide events from `purge_step` on only in the first stage: later
+    stages count their steps from 0 again, and a purge would hide the first stage's curves.
+    """
+    if position is None or self.writer is None:
+      return 0
+    return self.writer.truncate(position, tensorboard_purge_step=purge_step if self._stages_started == 0 else None)
+
+  def _legacy_total_steps(self, stage: Stage, progress: dict) -> int:
+    """The step count a checkpoint without `schedule_segments` was trained for, from its sampler state."""
+    saved_epochs = int(progress["data"]["config"]["num_epochs"])
+    total = sum(stage.stream.steps_per_epoch(e) for e in range(saved_epochs))
+    return min(total, self.config.max_steps) if self.config.max_steps > 0 else total
 
   def _check_finite(self, stage: Stage) -> None:
     step, task = (int(x) for x in jax.device_get(parallel_first(self.parallel, stage.state.first_nonfinite)))
@@ -291,13 +424,17 @@ class Trainer:
     summary = {"loss": losses, "loss_total": float(sum(losses.values())),
                "grad_norm": float(np.mean([np.mean(m["grad_norm"]) for m in pending])),
                "examples_per_s": examples_per_s}
-    if "pcgrad" in pending[-1]:
-      cosine = np.mean([parallel_first(self.parallel, m["pcgrad"]["cosine"]) for m in pending], axis=0)
-      conflicts = np.mean([parallel_first(self.parallel, m["pcgrad"]["conflicts"]) for m in pending])
+    for key in ("pcgrad", "conflicts"):  # a conflict method's diagnostics (steps.conflict_metrics)
+      if key not in pending[-1]:
+        continue
+      cosine = np.mean([parallel_first(self.parallel, m[key]["cosine"]) for m in pending], axis=0)
+      conflicts = np.mean([parallel_first(self.parallel, m[key]["conflicts"]) for m in pending])
+      weights = np.mean([parallel_first(self.parallel, m[key]["weights"]) for m in pending], axis=0)
       names = [t for t in TASKS]
-      summary["pcgrad"] = {"cosine": {f"{names[i]}-{names[j]}": float(cosine[i, j])
-                                      for i in range(len(names)) for j in range(i + 1, len(names))},
-                           "conflicts": float(conflicts)}
+      summary[key] = {"cosine": {f"{names[i]}-{names[j]}": float(cosine[i, j])
+                                 for i in range(len(names)) for j in range(i + 1, len(names))},
+                      "conflicts": float(conflicts),
+                      "weights": {name: float(weights[i]) for i, name in enumerate(names)}}
     if self.writer:
       self.writer.write(step, summary, kind="train")
     return summary
@@ -306,6 +443,9 @@ class Trainer:
     _say(f"{stage_name} step {step} dev: " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))
     if self.writer:
       self.writer.write(step, {"dev": scores}, kind="eval")
+
+
+_DEFAULT_CONFIG_JSON = config_changes.config_as_json(default_config.get_config())
 
 
 def _say(message: str) -> None:
@@ -332,8 +472,14 @@ def format_scores_table(scores: dict, data_description: str) -> str:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Runs the whole preset; returns the final dev scores of the best checkpoint."""
-  with CompilationStats() as compilation:
+  """Runs the whole preset; returns the final dev scores of the best checkpoint.
+
+  Raises:
+    config_validation.ConfigError: before any work, listing every bad config field.
+  """
+  config_validation.validate(config)
+  maybe_initialize_distributed()  # before jax.process_index(), which would start a one-process backend
+  with WorkdirLock(workdir, jax.process_index()), CompilationStats() as compilation:
     return _train_and_evaluate(config, workdir, compilation)
 
 
@@ -341,7 +487,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, compila
   trainer = Trainer(config, workdir)
   stage = trainer.make_stage("main", trainer.initial_params(), schedule=config.schedule,
                              num_epochs=config.num_epochs, optim_config=config.optim,
-                             pcgrad_config=config.pcgrad)
+                             pcgrad_config=config.pcgrad, conflicts_config=config.get("conflicts"))
   stage = trainer.run_stage(stage)
   best_stage = stage
 
@@ -365,9 +511,16 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, compila
   scores = trainer.evaluate(params, write_predictions=True, out_dir=os.path.join(workdir, "predictions"))
   description = trainer.data.description()
   results = {"scores": scores, "data": description, "best_stage": best_stage.name,
-             "compilation": compilation.to_dict(), "config": config.to_dict()}
+             "compilation": compilation.to_dict(), "config": config.to_dict(),
+             # {stage: [{step, changes: {field: [old, new]}}]}: config changes accepted on resumes
+             "config_history": trainer.config_history}
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump(results, f, indent=2, default=str)
+  if jax.process_index() == 0:  # the run's one artifact, for predict, export and init_from
+    run_bundle = trained_run.bundle_of_run(trainer.model, params, trainer.pretrained.tokenizer, config,
+                                           scores=scores, data_description=description,
+                                           best_stage=best_stage.name)
+    bundle_lib.save_bundle(run_bundle, os.path.join(workdir, bundle_lib.BUNDLE_SUBDIR))
   table = format_scores_table(scores, description.get("quora_split", ""))
   if jax.process_index() == 0:
     print(table, flush=True)

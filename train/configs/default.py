@@ -10,6 +10,8 @@ only what its method changes. Override any field from the command line, e.g.
 
 import ml_collections
 
+from train.conflicts import registry as conflicts_registry
+
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
@@ -17,6 +19,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 0
   config.checkpoint = "minilm-l6"  # or a local HF directory, or a hub id such as bert-base-uncased
   config.dtype = "float32"  # "bfloat16" on GPU/TPU: compute dtype; params stay float32
+  # A workdir or model bundle (<workdir>/model) of a trained run: start from its encoder AND heads
+  # instead of `checkpoint`'s encoder and fresh heads. config.model must match its architecture.
+  config.init_from = ""
 
   config.data = ml_collections.ConfigDict()
   config.data.data_root = ""  # "" = $BERT_JAX_DATA, else ../shared/data beside the repo, else download
@@ -34,6 +39,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.quora_split = "dev_90_10"  # quora-train.csv is not shipped here; see data_prep
   config.data.extra_sst = ""  # "", "cfimdb_polar" or "cfimdb_not_polar"
   config.data.extra_sts = ""  # "" or "sick"
+  # Train on this fraction of the Quora pairs per epoch (0 = no paraphrase training). Quora
+  # dwarfs the other tasks (the official train split has ~141k pairs, SST 8.5k, STS 6k);
+  # one report trained on less of it so that it would not crowd out SST and STS.
+  config.data.para_fraction = 1.0
   config.data.skip_bad_rows = True  # quora-dev.csv has 2 malformed rows; they are counted and reported
 
   config.model = ml_collections.ConfigDict()
@@ -75,6 +84,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.pcgrad.tasks = ()  # () = project every task; ("sts",) = surgery on STS only
   config.pcgrad.reduction = "sum"
 
+  # How the task gradients are combined (train/conflicts/): "sum" (the plain sum, this preset),
+  # "pcgrad" (options in config.pcgrad; pcgrad.enabled=True means the same), "gradvac", "mgda",
+  # "cagrad", "imtl_g", "nash_mtl", "aligned_mtl", "upgrad", "dualproj", or the loss weightings
+  # "uncertainty", "dwa", "famo". Options per method, at their defaults, in
+  # config.conflicts.<method>, e.g. --config.conflicts.method=cagrad --config.conflicts.cagrad.c=0.5.
+  config.conflicts = conflicts_registry.default_config()
+
   config.frozen_stage = ml_collections.ConfigDict()
   config.frozen_stage.enabled = False
   config.frozen_stage.epochs_per_task = 1
@@ -88,4 +104,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 200
   config.eval_every_epochs = 1
   config.compilation_cache_dir = ""  # "" = ~/.cache/bert_jax/jax_compilation_cache
+  # A resume refuses a config that differs from its checkpoint's (train/config_changes.py);
+  # dotted fields named here may differ on purpose, e.g. ("optim.learning_rate",).
+  config.resume_with_changes = ()
   return config
