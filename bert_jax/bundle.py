@@ -194,7 +194,7 @@ def save_bundle(bundle: Bundle, directory: str | os.PathLike) -> pathlib.Path:
   staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
   try:
     flat = traverse_util.flatten_dict(bundle.params, sep="/")
-    safetensors_numpy.save_file({k: np.ascontiguousarray(v, np.float32) for k, v in flat.items()},
+    safetensors_numpy.save_file({k: np.array(v, np.float32, order="C") for k, v in flat.items()},  # keeps 0-d scalars 0-d
                                 staging / PARAMS_FILE, metadata={"format": FORMAT_NAME})
     shutil.copyfile(bundle.tokenizer.vocab_path, staging / VOCAB_FILE)
     with open(staging / BUNDLE_FILE, "w", encoding="utf-8") as f:

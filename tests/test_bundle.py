@@ -156,6 +156,23 @@ def test_cross_encoder_and_cosine_heads_read_pairs_as_they_were_trained(tiny_wor
                              np.clip(model.apply({"params": params}, separate, method="similarity"), 0, 5), atol=1e-5)
 
 
+def test_default_heads_scalar_params_round_trip(tiny_world, tmp_path):
+  """The default preset's cosine paraphrase head has 0-d params (scale, bias); they reload 0-d and predict alike."""
+  loaded = bert_checkpoints.load_hf_checkpoint(tiny_world["checkpoint"])
+  model = heads.MultitaskBert(loaded.config, paraphrase_head="cosine", similarity_head="cosine")
+  params = heads.init_params(model, jax.random.key(4), pretrained_bert=loaded.params)
+  assert np.shape(params["paraphrase"]["scale"]) == ()
+  saved = bundle_lib.save_bundle(bundle_lib.new_bundle(model, params, loaded.tokenizer, max_length=48),
+                                 tmp_path / "cosine")
+  reloaded = bert_jax.load_model(saved)
+  pairs = [("the film is quiet", "never once bores"), ("style", "its plot wanders")]
+  first, second = [a for a, _ in pairs], [b for _, b in pairs]
+  a, b = loaded.tokenizer(first, pad_to=16), loaded.tokenizer(second, pad_to=16)
+  separate = {k: np.stack([a[k], b[k]], axis=1) for k in a}
+  np.testing.assert_allclose(reloaded.paraphrase_logits(pairs),
+                             model.apply({"params": params}, separate, method="paraphrase"), atol=1e-5)
+
+
 # ----------------------------------------------------------------------------- damaged bundles
 
 
