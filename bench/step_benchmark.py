@@ -61,7 +61,8 @@ WORKLOADS = ("multitask", "pcgrad", "sst", "inference")
 PADDINGS = ("natural", "same")
 PEERS = ("hf-sdpa", "hf-eager", "torch.compile")
 TRAIN_FLOPS_PER_FORWARD = 3  # backward is about twice the forward's matmuls
-# What the issue asks of us, as ratios ours / hf-sdpa in examples per second.
+# The speed targets, as ratios ours / hf-sdpa in examples per second: 1.5x where each side pads
+# its natural way, parity where both run the same padded shape.
 TARGETS = {("multitask", "natural"): 1.5, ("inference", "natural"): 1.5,
            ("multitask", "same"): 1.0, ("pcgrad", "same"): 1.0, ("sst", "same"): 1.0,
            ("inference", "same"): 1.0}
@@ -935,7 +936,7 @@ def format_table(result: BenchResult) -> str:
         f"{r.model:<10} {r.workload:<9} {r.padding:<7} {r.impl:<19} {r.ms_per_step:9.1f} {r.examples_per_s:8.1f} "
         f"{r.real_tokens_per_s:10.0f} {100 * r.real_fraction:5.0f}% {r.gflop_per_s:8.1f} {100 * r.mfu:5.1f}% "
         f"{r.peak_rss_mb:7.0f} {r.step_rss_mb:6.0f} {r.warmup_s:7.1f}")
-  lines += ["", "ours / peer, examples per second (target: the issue's, against hf-sdpa):"]
+  lines += ["", "ours / peer, examples per second (targets against hf-sdpa: >= 1.5x with each side's natural padding, >= 1.0x at the same padded shape):"]
   for q in ratios(result.rows):
     verdict = "" if q["target"] is None else f"  target >= {q['target']:.1f}: {'met' if q['met'] else 'MISSED'}"
     lines.append(f"  {q['model']:<10} {q['workload']:<9} {q['padding']:<7} vs {q['peer']:<14} "
