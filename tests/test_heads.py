@@ -1,11 +1,13 @@
-"""Tests for bert_jax/heads.py: the multitask model, its pair-head registry, losses and predictions."""
+"""Tests for the multitask model (bert_jax/multitask.py), its heads (heads.py), losses and predictions."""
+
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bert_jax import heads
+from bert_jax import heads, losses as losses_lib, multitask, tasks
 from bert_jax.config import BertConfig
 from bert_jax.modeling import BertModel
 
@@ -19,7 +21,7 @@ PAD, CLS, SEP, FIRST_WORD = 0, 2, 3, 5
 
 
 # ----------------------------------------------------------------------------
-# Tiny batches following the batch contract: [CLS] words [SEP] then padding.
+# Tiny padded batches (bert_jax/batch.py): [CLS] words [SEP] then padding.
 # The last example of every batch is a padding example: weight 0, index -1,
 # all-zero ids and attention mask, and a label outside the valid range.
 # ----------------------------------------------------------------------------
@@ -107,9 +109,9 @@ def head_leaves(params, module):
 
 @pytest.mark.parametrize("head", list(heads.PAIR_HEADS))
 def test_pair_head_outputs_and_grads_for_both_tasks(head):
-  model = heads.MultitaskBert(CONFIG, paraphrase_head=head, similarity_head=head)
+  model = multitask.MultitaskBert(CONFIG, paraphrase_head=head, similarity_head=head)
   batches = batches_for(model)
-  params = heads.init_params(model, jax.random.key(0), batches)
+  params = multitask.init_params(model, jax.random.key(0), batches)
 
   outputs = model.apply({"params": params}, {t: batches[t] for t in ("para", "sts")})
   for task in ("para", "sts"):
@@ -117,9 +119,9 @@ def test_pair_head_outputs_and_grads_for_both_tasks(head):
     assert np.all(np.isfinite(outputs[task])), (task, outputs[task])
 
   def losses(p):
-    para = heads.task_loss("para", model.apply({"params": p}, batches["para"], method="paraphrase"),
+    para = losses_lib.task_loss("para", model.apply({"params": p}, batches["para"], method="paraphrase"),
                            batches["para"])[0]
-    sts = heads.task_loss("sts", model.apply({"params": p}, batches["sts"], method="similarity"),
+    sts = losses_lib.task_loss("sts", model.apply({"params": p}, batches["sts"], method="similarity"),
                           batches["sts"])[0]
     return jnp.stack([para, sts])
 
@@ -144,10 +146,10 @@ def test_pair_head_outputs_and_grads_for_both_tasks(head):
 def test_separate_batch_matches_encoding_each_sentence_alone():
   """The [B, 2, L] -> [2B, L] reshape keeps u = sentence a and v = sentence b (concat is order-sensitive)."""
   for pooling in ("mean", "cls"):
-    model = heads.MultitaskBert(CONFIG, paraphrase_head="concat", similarity_head="concat",
+    model = multitask.MultitaskBert(CONFIG, paraphrase_head="concat", similarity_head="concat",
                                 pair_pooling=pooling)
     batch = batches_for(model)["para"]
-    params = heads.init_params(model, jax.random.key(1))
+    params = multitask.init_params(model, jax.random.key(1))
     logits = model.apply({"params": params}, batch, method="paraphrase")
 
     # All a sentences, then all b sentences: a different row order from the model's own reshape.
@@ -168,10 +170,10 @@ def test_separate_batch_matches_encoding_each_sentence_alone():
 
 def test_joint_head_needs_joint_batch_and_bi_encoder_needs_separate():
   rng = np.random.default_rng(0)
-  cross = heads.MultitaskBert(CONFIG, paraphrase_head="cross", similarity_head="cross")
+  cross = multitask.MultitaskBert(CONFIG, paraphrase_head="cross", similarity_head="cross")
   with pytest.raises(ValueError, match="para batch is 'separate'.*head 'cross' reads 'joint'"):
     cross.init(jax.random.key(0), {"para": pair_batch(rng, "para", "separate")})
-  diff = heads.MultitaskBert(CONFIG, paraphrase_head="diff", similarity_head="diff")
+  diff = multitask.MultitaskBert(CONFIG, paraphrase_head="diff", similarity_head="diff")
   with pytest.raises(ValueError, match="sts batch is 'joint'.*head 'diff' reads 'separate'"):
     diff.init(jax.random.key(0), {"sts": pair_batch(rng, "sts", "joint")})
   with pytest.raises(ValueError, match=r"expected \[B, 2, L\] \(separate\) or \[B, L\] \(joint\)"):
@@ -190,7 +192,7 @@ def test_cosine_head_is_five_cosine_for_similarity_and_affine_for_paraphrase():
   cosines = np.array([24 / 25, 0.0, -1.0, 0.0])  # the zero vector counts as cosine 0
   similarity = heads.CosineHead("sts").apply({}, u, v, True)
   np.testing.assert_allclose(similarity, 5 * cosines, atol=1e-6)
-  np.testing.assert_allclose(heads.predict("sts", similarity), [4.8, 0.0, 0.0, 0.0], atol=1e-6)
+  np.testing.assert_allclose(losses_lib.predict("sts", similarity), [4.8, 0.0, 0.0, 0.0], atol=1e-6)
 
   para_head = heads.CosineHead("para")
   variables = para_head.init(jax.random.key(0), u, v, True)
@@ -215,11 +217,11 @@ def test_sbert_features_symmetric_parts():
 def test_unknown_head_and_pooling_errors_list_valid_choices():
   with pytest.raises(ValueError, match="unknown pair head 'bilinear'; valid heads: concat, cosine, diff, "
                                        "diff_2dense, product, cross"):
-    heads.MultitaskBert(CONFIG, paraphrase_head="bilinear")
+    multitask.MultitaskBert(CONFIG, paraphrase_head="bilinear")
   with pytest.raises(ValueError, match=r"pair_pooling='max'; expected one of \('cls', 'mean'\)"):
-    heads.MultitaskBert(CONFIG, pair_pooling="max")
+    multitask.MultitaskBert(CONFIG, pair_pooling="max")
   with pytest.raises(ValueError, match="unknown tasks"):
-    model = heads.MultitaskBert(CONFIG)
+    model = multitask.MultitaskBert(CONFIG)
     model.init(jax.random.key(0), {"qqp": batches_for(model)["para"]})
 
 
@@ -231,21 +233,21 @@ def test_unknown_head_and_pooling_errors_list_valid_choices():
 @pytest.mark.parametrize("head, shared_layers",
                          [("diff_2dense", {"dense"}), ("product", {"project_a", "project_b"})])
 def test_share_para_sts_shares_first_layers_and_both_tasks_train_them(head, shared_layers):
-  model = heads.MultitaskBert(CONFIG, paraphrase_head=head, similarity_head=head, share_para_sts=True,
+  model = multitask.MultitaskBert(CONFIG, paraphrase_head=head, similarity_head=head, share_para_sts=True,
                               head_hidden_dim=16)
   batches = batches_for(model)
-  params = heads.init_params(model, jax.random.key(0), batches)
+  params = multitask.init_params(model, jax.random.key(0), batches)
   assert set(params["shared_pair"]) == shared_layers
   assert params["shared_pair"][sorted(shared_layers)[0]]["kernel"].shape[-1] == 16
   for task_module in ("paraphrase", "similarity"):
     assert "trunk" not in params[task_module] and len(params[task_module]) == 1  # own output layer only
 
-  unshared = heads.init_params(heads.MultitaskBert(CONFIG, paraphrase_head=head, similarity_head=head),
+  unshared = multitask.init_params(multitask.MultitaskBert(CONFIG, paraphrase_head=head, similarity_head=head),
                                jax.random.key(0), batches)
   assert "shared_pair" not in unshared and set(unshared["paraphrase"]["trunk"]) == shared_layers
 
   for task, method in (("para", "paraphrase"), ("sts", "similarity")):
-    grads = jax.grad(lambda p: heads.task_loss(
+    grads = jax.grad(lambda p: losses_lib.task_loss(
         task, model.apply({"params": p}, batches[task], method=method), batches[task])[0])(params)
     for path, g in head_leaves(grads, "shared_pair").items():
       assert np.any(g != 0), f"{task} loss gives zero gradient to {path}"
@@ -259,7 +261,7 @@ def test_share_para_sts_shares_first_layers_and_both_tasks_train_them(head, shar
 ])
 def test_share_para_sts_rejects_heads_without_shareable_layers(para_head, sts_head, message):
   with pytest.raises(ValueError, match=message):
-    heads.MultitaskBert(CONFIG, paraphrase_head=para_head, similarity_head=sts_head, share_para_sts=True)
+    multitask.MultitaskBert(CONFIG, paraphrase_head=para_head, similarity_head=sts_head, share_para_sts=True)
 
 
 # ----------------------------------------------------------------------------
@@ -269,9 +271,9 @@ def test_share_para_sts_rejects_heads_without_shareable_layers(para_head, sts_he
 
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
 def test_sentiment_logits_are_linear_in_the_chosen_pooling(pooling):
-  model = heads.MultitaskBert(CONFIG, sentiment_pooling=pooling)
+  model = multitask.MultitaskBert(CONFIG, sentiment_pooling=pooling)
   batch = batches_for(model)["sst"]
-  params = heads.init_params(model, jax.random.key(2))
+  params = multitask.init_params(model, jax.random.key(2))
   logits = model.apply({"params": params}, batch, method="sentiment")
   assert logits.shape == (ROWS, 5) and logits.dtype == jnp.float32
 
@@ -288,16 +290,16 @@ def test_sentiment_logits_are_linear_in_the_chosen_pooling(pooling):
 
 
 def test_dropout_only_when_not_deterministic():
-  model = heads.MultitaskBert(CONFIG, paraphrase_head="diff_2dense", similarity_head="cross")
+  model = multitask.MultitaskBert(CONFIG, paraphrase_head="diff_2dense", similarity_head="cross")
   batches = batches_for(model)
-  params = heads.init_params(model, jax.random.key(0), batches)
+  params = multitask.init_params(model, jax.random.key(0), batches)
 
   def run(seed, deterministic):
     return model.apply({"params": params}, batches, deterministic, rngs={"dropout": jax.random.key(seed)})
 
   first, second = run(1, True), run(2, True)
   noisy, noisy_again, other = run(1, False), run(1, False), run(2, False)
-  for task in heads.TASKS:
+  for task in tasks.TASKS:
     assert np.all(np.isfinite(noisy[task])), task  # including the all-padding example
     np.testing.assert_array_equal(first[task], second[task])
     np.testing.assert_array_equal(noisy[task], noisy_again[task])
@@ -306,17 +308,17 @@ def test_dropout_only_when_not_deterministic():
 
 
 def test_bfloat16_encoder_gives_float32_head_outputs():
-  model = heads.MultitaskBert(CONFIG, dtype=jnp.bfloat16, paraphrase_head="product", similarity_head="cosine")
+  model = multitask.MultitaskBert(CONFIG, dtype=jnp.bfloat16, paraphrase_head="product", similarity_head="cosine")
   batches = batches_for(model)
-  params = heads.init_params(model, jax.random.key(0), batches)
+  params = multitask.init_params(model, jax.random.key(0), batches)
   assert all(leaf.dtype == jnp.float32 for leaf in jax.tree_util.tree_leaves(params))
   outputs = model.apply({"params": params}, batches)
-  assert {task: out.dtype for task, out in outputs.items()} == {t: jnp.float32 for t in heads.TASKS}
+  assert {task: out.dtype for task, out in outputs.items()} == {t: jnp.float32 for t in tasks.TASKS}
 
 
 def test_similarity_output_starts_mid_scale():
-  model = heads.MultitaskBert(CONFIG, paraphrase_head="diff", similarity_head="diff")
-  params = heads.init_params(model, jax.random.key(0))
+  model = multitask.MultitaskBert(CONFIG, paraphrase_head="diff", similarity_head="diff")
+  params = multitask.init_params(model, jax.random.key(0))
   assert float(params["similarity"]["output"]["bias"][0]) == 2.5
   assert float(params["paraphrase"]["output"]["bias"][0]) == 0.0
 
@@ -354,7 +356,7 @@ def test_task_loss_matches_numpy_weighted_mean(task, similarity_loss):
   rng = np.random.default_rng(3)
   outputs, labels = _loss_case(task, rng, 6)
   weights = np.array([1.0, 0.5, 2.0, 1.0, 1.0, 1.5], np.float32)
-  loss, metrics = heads.task_loss(task, jnp.asarray(outputs), {"labels": labels, "weights": weights},
+  loss, metrics = losses_lib.task_loss(task, jnp.asarray(outputs), {"labels": labels, "weights": weights},
                                   similarity_loss=similarity_loss)
   per_example = _numpy_per_example(task, outputs, labels, similarity_loss)
   assert loss.dtype == jnp.float32
@@ -373,7 +375,7 @@ def test_padding_examples_change_neither_loss_nor_gradient(task, similarity_loss
   weights = np.array([1, 1, 1, 1, 1, 0, 0], np.float32)
 
   def loss_and_metrics(out, lab, w):
-    return heads.task_loss(task, out, {"labels": lab, "weights": w}, similarity_loss=similarity_loss)
+    return losses_lib.task_loss(task, out, {"labels": lab, "weights": w}, similarity_loss=similarity_loss)
 
   loss, metrics = loss_and_metrics(jnp.asarray(outputs), labels, weights[:5])
   padded_loss, padded_metrics = loss_and_metrics(jnp.asarray(padded_outputs), padded_labels, weights)
@@ -385,21 +387,40 @@ def test_padding_examples_change_neither_loss_nor_gradient(task, similarity_loss
 
 
 def test_all_padding_batch_has_zero_loss():
-  loss, metrics = heads.task_loss("sst", jnp.zeros((3, 5)), {"labels": np.zeros(3, np.int32),
+  loss, metrics = losses_lib.task_loss("sst", jnp.zeros((3, 5)), {"labels": np.zeros(3, np.int32),
                                                              "weights": np.zeros(3, np.float32)})
   assert float(loss) == 0.0 and float(metrics["count"]) == 0.0
 
 
+def _summarize_metrics(task: str, sums: Mapping[str, Any]) -> dict[str, float]:
+  """Means from `task_loss` metrics summed over steps: loss, and accuracy or mae + pearson."""
+  sums = {k: float(v) for k, v in sums.items()}
+  count = max(sums["count"], 1.0)
+  summary = {"loss": sums["loss_sum"] / count}
+  if task in ("sst", "para"):
+    summary["accuracy"] = sums["correct"] / count
+  else:
+    summary["mae"] = sums["abs_error_sum"] / count
+    covariance = count * sums["pred_label_sum"] - sums["pred_sum"] * sums["label_sum"]
+    pred_var = count * sums["pred_sq_sum"] - sums["pred_sum"] ** 2
+    label_var = count * sums["label_sq_sum"] - sums["label_sum"] ** 2
+    denominator = np.sqrt(max(pred_var, 0.0) * max(label_var, 0.0))
+    summary["pearson"] = covariance / denominator if denominator > 0 else float("nan")
+  return summary
+
+
+
+
 def test_metrics_sum_across_batches_to_accuracy_mae_and_pearson():
   rng = np.random.default_rng(5)
-  for task in heads.TASKS:
+  for task in tasks.TASKS:
     outputs, labels = _loss_case(task, rng, 12)
     weights = np.ones(12, np.float32)
     weights[-2:] = 0.0
-    halves = [heads.task_loss(task, jnp.asarray(outputs[s]), {"labels": labels[s], "weights": weights[s]})[1]
+    halves = [losses_lib.task_loss(task, jnp.asarray(outputs[s]), {"labels": labels[s], "weights": weights[s]})[1]
               for s in (slice(0, 5), slice(5, 12))]
     summed = jax.tree_util.tree_map(lambda a, b: a + b, *halves)
-    summary = heads.summarize_metrics(task, summed)
+    summary = _summarize_metrics(task, summed)
     real = slice(0, 10)
     np.testing.assert_allclose(summary["loss"], _numpy_per_example(task, outputs[real], labels[real]).mean(),
                                rtol=1e-5)
@@ -414,17 +435,17 @@ def test_metrics_sum_across_batches_to_accuracy_mae_and_pearson():
 
 
 def test_predict():
-  sst = heads.predict("sst", jnp.array([[0.1, 2.0, 0, 0, 0], [0, 0, 0, 0, 3.0]]))
+  sst = losses_lib.predict("sst", jnp.array([[0.1, 2.0, 0, 0, 0], [0, 0, 0, 0, 3.0]]))
   assert sst.dtype == jnp.int32
   np.testing.assert_array_equal(sst, [1, 4])
-  para = heads.predict("para", jnp.array([-0.5, 0.0, 0.25]))
+  para = losses_lib.predict("para", jnp.array([-0.5, 0.0, 0.25]))
   assert para.dtype == jnp.int32
   np.testing.assert_array_equal(para, [0, 0, 1])
-  np.testing.assert_allclose(heads.predict("sts", jnp.array([-1.0, 2.5, 7.0])), [0.0, 2.5, 5.0])
+  np.testing.assert_allclose(losses_lib.predict("sts", jnp.array([-1.0, 2.5, 7.0])), [0.0, 2.5, 5.0])
   with pytest.raises(ValueError, match="unknown task 'qqp'"):
-    heads.predict("qqp", jnp.zeros(2))
+    losses_lib.predict("qqp", jnp.zeros(2))
   with pytest.raises(ValueError, match="similarity_loss='huber'"):
-    heads.task_loss("sts", jnp.zeros(2), {"labels": np.zeros(2), "weights": np.ones(2)},
+    losses_lib.task_loss("sts", jnp.zeros(2), {"labels": np.zeros(2), "weights": np.ones(2)},
                     similarity_loss="huber")
 
 
@@ -434,37 +455,37 @@ def test_predict():
 
 
 def test_init_params_places_pretrained_encoder_and_works_under_eval_shape():
-  model = heads.MultitaskBert(CONFIG, paraphrase_head="diff", similarity_head="cross")
+  model = multitask.MultitaskBert(CONFIG, paraphrase_head="diff", similarity_head="cross")
   ids = np.ones((1, 4), np.int32)
   pretrained = BertModel(CONFIG).init(jax.random.key(7), ids)["params"]
   pretrained = jax.tree_util.tree_map(np.asarray, pretrained)
-  fresh = heads.init_params(model, jax.random.key(0))
-  loaded = heads.init_params(model, jax.random.key(0), pretrained_bert=pretrained)
+  fresh = multitask.init_params(model, jax.random.key(0))
+  loaded = multitask.init_params(model, jax.random.key(0), pretrained_bert=pretrained)
   for path, value in flat(loaded).items():
     if path.startswith("bert/"):
       np.testing.assert_array_equal(value, flat(pretrained)[path[len("bert/"):]], err_msg=path)
     else:
       np.testing.assert_array_equal(value, flat(fresh)[path], err_msg=path)
 
-  shapes = jax.eval_shape(lambda rng: heads.init_params(model, rng, pretrained_bert=pretrained),
+  shapes = jax.eval_shape(lambda rng: multitask.init_params(model, rng, pretrained_bert=pretrained),
                           jax.random.key(0))
   assert jax.tree_util.tree_map(lambda x: (x.shape, x.dtype), shapes) == \
       jax.tree_util.tree_map(lambda x: (x.shape, x.dtype), loaded)
 
 
-def test_init_params_names_first_mismatching_path():
-  model = heads.MultitaskBert(CONFIG)
+def test_init_params_names_the_mismatching_paths():
+  model = multitask.MultitaskBert(CONFIG)
   pretrained = BertModel(CONFIG).init(jax.random.key(7), np.ones((1, 4), np.int32))["params"]
   wrong_shape = jax.tree_util.tree_map(lambda x: x, pretrained)
   wrong_shape["encoder"]["layer"]["1"]["intermediate"]["dense"]["kernel"] = np.zeros((32, 63), np.float32)
-  with pytest.raises(ValueError, match=r"bert/encoder/layer/1/intermediate/dense/kernel has shape "
-                                       r"\(32, 63\), the model expects \(32, 64\)"):
-    heads.init_params(model, jax.random.key(0), pretrained_bert=wrong_shape)
+  with pytest.raises(ValueError, match=r"shape mismatch: bert/encoder/layer/1/intermediate/dense/kernel "
+                                       r"expected \(32, 64\), found \(32, 63\)"):
+    multitask.init_params(model, jax.random.key(0), pretrained_bert=wrong_shape)
   missing = jax.tree_util.tree_map(lambda x: x, pretrained)
   del missing["pooler"]
-  with pytest.raises(ValueError, match="missing bert/pooler"):
-    heads.init_params(model, jax.random.key(0), pretrained_bert=missing)
+  with pytest.raises(ValueError, match="missing: bert/pooler/dense/bias, bert/pooler/dense/kernel"):
+    multitask.init_params(model, jax.random.key(0), pretrained_bert=missing)
   extra = jax.tree_util.tree_map(lambda x: x, pretrained)
   extra["embeddings"]["position_ids"] = np.arange(64)
-  with pytest.raises(ValueError, match="unexpected bert/embeddings/position_ids"):
-    heads.init_params(model, jax.random.key(0), pretrained_bert=extra)
+  with pytest.raises(ValueError, match="unexpected: bert/embeddings/position_ids"):
+    multitask.init_params(model, jax.random.key(0), pretrained_bert=extra)

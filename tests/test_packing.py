@@ -1,11 +1,10 @@
 """Sequence packing: placement, packed arrays, the input pipeline, and packed == padded in the model."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bert_jax import checkpoints, heads
+from bert_jax import checkpoints, losses as losses_lib, multitask
 from bert_jax.config import BertConfig
 from data_prep import packing, pipeline
 from data_prep.tokenized import EncodedSplit, Ragged, SpecialIds
@@ -134,9 +133,9 @@ def test_packed_eval_batches_cover_each_example_once():
 
 
 def _model_and_params(bert_config, pooling, para_head="diff", pretrained=None):
-  model = heads.MultitaskBert(config=bert_config, sentiment_pooling=pooling, pair_pooling=pooling,
+  model = multitask.MultitaskBert(config=bert_config, sentiment_pooling=pooling, pair_pooling=pooling,
                               paraphrase_head=para_head, similarity_head="diff")
-  params = heads.init_params(model, jax.random.key(0), pretrained_bert=pretrained)
+  params = multitask.init_params(model, jax.random.key(0), pretrained_bert=pretrained)
   return model, params
 
 
@@ -154,7 +153,7 @@ def test_packed_outputs_and_gradients_match_padded(pooling, task, encoding):
 
   def loss(params, batch):
     outputs = model.apply({"params": params}, batch, method=method)
-    return heads.task_loss(task, outputs, batch)[0], outputs
+    return losses_lib.task_loss(task, outputs, batch)[0], outputs
 
   (loss_padded, out_padded), grads_padded = jax.value_and_grad(loss, has_aux=True)(params, padded)
   (loss_packed, out_packed), grads_packed = jax.value_and_grad(loss, has_aux=True)(params, packed)
@@ -197,6 +196,6 @@ def test_packed_matches_padded_on_the_real_checkpoint():
                                           sep=pretrained.tokenizer.sep_id), provenance=())
   padded, packed = split.collate(np.arange(6), 24), split.collate_packed(np.arange(6), pack_lengths=(64,))
   assert packed["input_ids"].shape == (1, 64)  # all six sentences share one row
-  embed = lambda batch: model.apply({"params": params}, batch, "mean", True,
-                                    method=(model._pooled_packed if "segment_ids" in batch else model._pooled))
-  np.testing.assert_allclose(embed(packed)[:, 0], embed(padded), atol=1e-5)
+  embed = lambda batch: model.apply({"params": params}, multitask.as_packed(batch), "mean", True,
+                                    method=model._pooled)[:, 0]
+  np.testing.assert_allclose(embed(packed), embed(padded), atol=1e-5)
