@@ -24,6 +24,8 @@ from tokenizers import AddedToken, Tokenizer as RustTokenizer
 from tokenizers import normalizers, pre_tokenizers, processors
 from tokenizers.models import WordPiece
 
+from bert_jax.checkpoint_files import DEFAULT_CHECKPOINT, resolve_checkpoint
+
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 # Tokens matched verbatim in the input before normalisation, as in Hugging Face.
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
@@ -89,9 +91,8 @@ class Tokenizer:
                vocab_path=os.fspath(path))
 
   @classmethod
-  def from_checkpoint(cls, name_or_path: str = "minilm-l6") -> "Tokenizer":
-    """The tokenizer of a checkpoint (see `checkpoints.resolve_checkpoint` for names)."""
-    from bert_jax.checkpoints import resolve_checkpoint  # checkpoints imports this module
+  def from_checkpoint(cls, name_or_path: str = DEFAULT_CHECKPOINT) -> "Tokenizer":
+    """The tokenizer of a checkpoint (see `checkpoint_files.resolve_checkpoint` for names)."""
     files = resolve_checkpoint(name_or_path)
     return cls.from_vocab_file(files.vocab_path, lowercase=files.lowercase)
 

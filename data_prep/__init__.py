@@ -2,7 +2,8 @@
 
   builders/    TFDS builders cs224n_sst, cs224n_quora, cs224n_sts, cfimdb, sick
   csv_rows     strict reading of the course's tab-separated files
-  sources      where source files are found (local copy, manual dir, download)
+  source_files where source files are found (local copy, manual dir, download)
+  tfds_split   the name of one TFDS split (`cfimdb/polar:train`) that feeds a task
   catalog      preparing and reading the TFDS datasets
   tokenized    tokenize a split once, cache it, collate padded batches
   bucketing    bucket lengths and padding statistics

@@ -21,6 +21,7 @@ import numpy as np
 
 
 def round_up(value: int, multiple: int) -> int:
+  """The smallest multiple of `multiple` >= `value`; packing rounds its row counts with it too."""
   return -(-value // multiple) * multiple
 
 

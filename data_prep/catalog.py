@@ -24,7 +24,7 @@ from absl import logging
 
 from data_prep import freshness
 from data_prep.builders import BUILDERS
-from data_prep.tokenized import Source
+from data_prep.tfds_split import TfdsSplit
 
 
 def resolve_tfds_dir(tfds_dir: str | os.PathLike | None = None) -> pathlib.Path:
@@ -33,10 +33,10 @@ def resolve_tfds_dir(tfds_dir: str | os.PathLike | None = None) -> pathlib.Path:
   return pathlib.Path(os.environ.get("TFDS_DATA_DIR") or tfds.core.constants.DATA_DIR).expanduser()
 
 
-def get_builder(source: Source, *, tfds_dir: str | os.PathLike | None = None, prepare: bool = True,
-                manual_dir: str | os.PathLike | None = None,
+def get_builder(tfds_split: TfdsSplit, *, tfds_dir: str | os.PathLike | None = None,
+                prepare: bool = True, manual_dir: str | os.PathLike | None = None,
                 builder_kwargs: Mapping | None = None) -> tfds.core.DatasetBuilder:
-  """The builder of `source`, prepared (generated from the source files) if needed.
+  """The builder of `tfds_split`, prepared (generated from the source files) if needed.
 
   A dataset already prepared from other source files than the builder would
   read now (edited, replaced, or under another data root) is prepared again.
@@ -46,15 +46,17 @@ def get_builder(source: Source, *, tfds_dir: str | os.PathLike | None = None, pr
     FileNotFoundError: not prepared (or prepared from other sources) and `prepare=False`.
     data_prep.errors.DataError / MissingDataFileError / MissingDataRootError: from preparing.
   """
-  builder_cls = BUILDERS.get(source.builder)
+  builder_cls = BUILDERS.get(tfds_split.builder)
   if builder_cls is None:
-    raise ValueError(f"unknown dataset {source.builder!r} in {source}; known: {sorted(BUILDERS)}")
+    raise ValueError(f"unknown dataset {tfds_split.builder!r} in {tfds_split}; "
+                     f"known: {sorted(BUILDERS)}")
   configs = [c.name for c in builder_cls.BUILDER_CONFIGS]
-  if source.config is not None and source.config not in configs:
-    raise ValueError(f"{source}: {source.builder} has no config {source.config!r}; configs: {configs}")
+  if tfds_split.config is not None and tfds_split.config not in configs:
+    raise ValueError(f"{tfds_split}: {tfds_split.builder} has no config {tfds_split.config!r}; "
+                     f"configs: {configs}")
   data_dir = resolve_tfds_dir(tfds_dir)
   builder_kwargs = dict(builder_kwargs or {})
-  builder = builder_cls(config=source.config, data_dir=os.fspath(data_dir), **builder_kwargs)
+  builder = builder_cls(config=tfds_split.config, data_dir=os.fspath(data_dir), **builder_kwargs)
   if builder.is_prepared():
     changes = freshness.changed_sources(
         builder.info.metadata, local_dir=builder_kwargs.get("local_dir"),
@@ -63,15 +65,15 @@ def get_builder(source: Source, *, tfds_dir: str | os.PathLike | None = None, pr
     if changes:
       what = "; ".join(change.describe() for change in changes)
       if not prepare:
-        raise FileNotFoundError(f"{source}: prepared in {builder.data_dir} from other sources than now: {what}. "
-                                f"Run `python -m data_prep.prepare --tfds_dir={data_dir}` again")
+        raise FileNotFoundError(f"{tfds_split}: prepared in {builder.data_dir} from other sources than now: "
+                                f"{what}. Run `python -m data_prep.prepare --tfds_dir={data_dir}` again")
       logging.warning("%s: preparing again, its sources changed since %s was prepared: %s",
-                      source, builder.data_dir, what)
+                      tfds_split, builder.data_dir, what)
       shutil.rmtree(builder.data_dir)
-      builder = builder_cls(config=source.config, data_dir=os.fspath(data_dir), **builder_kwargs)
+      builder = builder_cls(config=tfds_split.config, data_dir=os.fspath(data_dir), **builder_kwargs)
   if not builder.is_prepared():
     if not prepare:
-      raise FileNotFoundError(f"{source}: not prepared in {builder.data_dir}; run "
+      raise FileNotFoundError(f"{tfds_split}: not prepared in {builder.data_dir}; run "
                               f"`python -m data_prep.prepare --tfds_dir={data_dir}` first")
     download_config = tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir) if manual_dir else None)
     builder.download_and_prepare(download_config=download_config)

@@ -25,7 +25,7 @@ import os
 import pathlib
 from collections.abc import Mapping
 
-from data_prep import sources
+from data_prep import source_files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +55,7 @@ def fingerprint(path: str | os.PathLike) -> dict:
   return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256_of(path)}
 
 
-def remote_record(remote: sources.RemoteFile) -> dict:
+def remote_record(remote: source_files.RemoteFile) -> dict:
   """How to find the file again: its subdirectory, URL and archive member."""
   return {"subdir": remote.subdir, "url": remote.url, "archive_member": remote.archive_member}
 
@@ -79,7 +79,7 @@ def changed_sources(metadata: Mapping, *, local_dir: os.PathLike | None = None,
   """The source files (and settings) that differ from those `metadata`'s dataset was prepared from.
 
   `local_dir`, `manual_dir` and the default data root are searched in the order
-  the builders use (`sources.locate_local`). A file found nowhere locally came
+  the builders use (`source_files.locate_local`). A file found nowhere locally came
   from a download, or has been removed since: the prepared copy is then the
   only one and is kept, if its recorded download is still the same file.
 
@@ -94,9 +94,9 @@ def changed_sources(metadata: Mapping, *, local_dir: os.PathLike | None = None,
       changes.append(SourceChange(filename, recorded.get("path", "?"), None,
                                   "prepared by an earlier bert_jax that did not record its sources"))
       continue
-    remote = sources.RemoteFile(filename=filename, subdir=recorded["subdir"], url=recorded["url"],
-                                archive_member=recorded.get("archive_member"))
-    current, _ = sources.locate_local(remote, local_dir=local_dir, manual_dir=manual_dir)
+    remote = source_files.RemoteFile(filename=filename, subdir=recorded["subdir"], url=recorded["url"],
+                                     archive_member=recorded.get("archive_member"))
+    current, _ = source_files.locate_local(remote, local_dir=local_dir, manual_dir=manual_dir)
     if current is None:
       recorded_path = pathlib.Path(recorded["path"])
       if not recorded_path.is_file():

@@ -11,15 +11,8 @@ restart at 0 for each sentence, and the model pools each sentence from its own
 segment, so a packed forward pass gives the same sentence embeddings as a
 padded one (tests/test_packing.py checks this on the real checkpoint's shape).
 
-A packed batch of B examples with k sequences each (1: a sentence or a joint
-pair, 2: a separately encoded pair):
-
-  input_ids, token_type_ids, position_ids, segment_ids   [R, P] int32
-      segment_ids: 0 = padding, 1..P//2 = the n-th sequence of that row
-  sequence_slots   [B, k] int32   row * (P // 2) + segment - 1: where the
-                                   sequence's pooled embedding lands
-  sequence_starts  [B, k] int32   row * P + offset: its first ([CLS]) token
-  labels, weights, index  [B]     as in padded batches
+The packed layout (keys, shapes, what the indices mean) is written down in
+bert_jax/batch.py, which the model reads too.
 
 R (rows) is rounded up to a multiple of `row_multiple` and to 3 significant
 bits (`round_rows`), and P is the smallest of `pack_lengths` that holds the
@@ -36,7 +29,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-PACKED_KEYS = ("input_ids", "token_type_ids", "position_ids", "segment_ids")
+from bert_jax.batch import PACKED_KEYS
+from data_prep.bucketing import round_up
 
 
 def max_segments(pack_length: int) -> int:
@@ -84,10 +78,6 @@ def first_fit_decreasing(lengths: Sequence[int], pack_length: int) -> Placement:
     used[r] += n
     count[r] += 1
   return Placement(row=row, offset=offset, segment=segment, num_rows=len(used))
-
-
-def round_up(value: int, multiple: int) -> int:
-  return -(-value // multiple) * multiple
 
 
 def round_rows(rows: int, multiple: int) -> int:

@@ -7,9 +7,9 @@ run sees exactly the batches it would have seen. (grain's MapDataset could
 carry such state too, but bucketing with leftover promotion is not one of its
 transformations, and the plan below is short and exact.)
 
-Batches follow the project contract: `input_ids`, `attention_mask`,
-`token_type_ids` ([B, L], or [B, 2, L] for separately encoded pairs), `labels`,
-`weights` (1 real, 0 filler) and `index` (row in the split, -1 for filler).
+Batches are padded or packed, in the layouts of bert_jax/batch.py (the model
+reads the same module): `labels`, `weights` (1 real, 0 filler) and `index`
+(row in the split, -1 for filler) beside the token arrays.
 
 How a training epoch is cut into batches (`plan_epoch`): shuffle the
 examples, put each into the smallest bucket that holds it, cut every bucket
@@ -19,6 +19,8 @@ length holds them too. Only the leftover of the longest bucket makes a final
 partial batch, topped up with weight-0 filler rows. So every example is seen
 exactly once per epoch, all batches but at most one are full, and an epoch of
 N examples is ceil(N / batch_size) steps. Batch order is shuffled at the end.
+Evaluation (`eval_plan`) cuts its batches by the same rule (`cut_into_batches`),
+from file order instead of a shuffle, and keeps the batches in that order.
 """
 
 from __future__ import annotations
@@ -31,49 +33,49 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
+from bert_jax.tasks import TASKS, check_task
 from data_prep import bucketing
 from data_prep.packing import PackingSpec
-from data_prep.tokenized import EncodedSplit, Source, encode_source
+from data_prep.tfds_split import TfdsSplit
+from data_prep.tokenized import EncodedSplit, encode_tfds_split
 
-TASKS = ("sst", "para", "sts")
 TASK_IDS = {task: i for i, task in enumerate(TASKS)}  # folded into shuffling seeds
 CFIMDB_VARIANTS = ("polar", "not_polar")
 QUORA_SPLITS = ("dev_90_10", "official")
 
 
-def task_sources(task: str, split: str, *, cfimdb: str | None = None, sick: bool = False,
-                 quora_split: str = "dev_90_10") -> list[Source]:
+def task_splits(task: str, split: str, *, cfimdb: str | None = None, sick: bool = False,
+                quora_split: str = "dev_90_10") -> list[TfdsSplit]:
   """The TFDS splits that make up `task`'s `split` ("train", "validation" or "test").
 
   Extra data joins training only: `cfimdb` ("polar"/"not_polar") adds CFIMDB
   train to SST train, `sick=True` adds SICK train to STS train. Validation and
   test are always the course's own splits, so scores stay comparable.
   """
-  if task not in TASKS:
-    raise ValueError(f"unknown task {task!r}; tasks: {TASKS}")
+  check_task(task)
   if cfimdb is not None and cfimdb not in CFIMDB_VARIANTS:
     raise ValueError(f"cfimdb={cfimdb!r}; expected one of {CFIMDB_VARIANTS} or None")
   if quora_split not in QUORA_SPLITS:
     raise ValueError(f"quora_split={quora_split!r}; expected one of {QUORA_SPLITS}")
-  main = {"sst": Source("cs224n_sst", split), "para": Source("cs224n_quora", split, quora_split),
-          "sts": Source("cs224n_sts", split)}[task]
-  sources = [main]
+  main = {"sst": TfdsSplit("cs224n_sst", split), "para": TfdsSplit("cs224n_quora", split, quora_split),
+          "sts": TfdsSplit("cs224n_sts", split)}[task]
+  tfds_splits = [main]
   if split == "train" and task == "sst" and cfimdb:
-    sources.append(Source("cfimdb", "train", cfimdb))
+    tfds_splits.append(TfdsSplit("cfimdb", "train", cfimdb))
   if split == "train" and task == "sts" and sick:
-    sources.append(Source("sick", "train", "relatedness"))
-  return sources
+    tfds_splits.append(TfdsSplit("sick", "train", "relatedness"))
+  return tfds_splits
 
 
-def load_task_split(task: str, sources: Sequence[Source | str], tokenizer, *, max_length: int = 128,
+def load_task_split(task: str, tfds_splits: Sequence[TfdsSplit | str], tokenizer, *, max_length: int = 128,
                     pair_encoding: str = "separate", tfds_dir: str | os.PathLike | None = None,
                     cache_dir: str | os.PathLike | None = None, prepare: bool = True,
                     builder_kwargs: Mapping | None = None) -> EncodedSplit:
-  """The concatenated, tokenized sources of one task split (see `encode_source` for the arguments)."""
-  parts = [encode_source(Source.parse(s) if isinstance(s, str) else s, tokenizer, max_length=max_length,
-                         pair_encoding=pair_encoding, tfds_dir=tfds_dir, cache_dir=cache_dir,
-                         prepare=prepare, builder_kwargs=builder_kwargs)
-           for s in sources]
+  """The concatenated, tokenized TFDS splits of one task split (`encode_tfds_split` has the arguments)."""
+  parts = [encode_tfds_split(TfdsSplit.parse(s) if isinstance(s, str) else s, tokenizer,
+                             max_length=max_length, pair_encoding=pair_encoding, tfds_dir=tfds_dir,
+                             cache_dir=cache_dir, prepare=prepare, builder_kwargs=builder_kwargs)
+           for s in tfds_splits]
   expected_pair = task != "sst"
   for part in parts:
     if part.pair != expected_pair:
@@ -92,24 +94,6 @@ def check_batch_size(batch_size: int, num_devices: int, what: str = "global batc
                      f"{num_devices}; use e.g. {max(1, round(batch_size / num_devices)) * num_devices}")
 
 
-def local_device_count() -> int:
-  import jax  # only here: the rest of the pipeline is numpy
-  return jax.local_device_count()
-
-
-def shard_batch(batch: Mapping[str, np.ndarray], num_devices: int) -> dict[str, np.ndarray]:
-  """[B, ...] -> [num_devices, B / num_devices, ...], the layout `jax.pmap` maps over.
-
-  For `jax.jit` over a mesh, keep the [B, ...] batch and let the trainer place
-  it with `jax.make_array_from_process_local_data(NamedSharding(mesh, P("data")), x)`.
-  """
-  out = {}
-  for key, value in batch.items():
-    check_batch_size(value.shape[0], num_devices, what=f"batch[{key!r}] leading axis")
-    out[key] = value.reshape(num_devices, value.shape[0] // num_devices, *value.shape[1:])
-  return out
-
-
 # ---------------------------------------------------------------------------
 # Training batches
 
@@ -119,14 +103,16 @@ class PlannedBatch:
   indices: np.ndarray  # [batch_size] example rows, -1 for filler
 
 
-def plan_epoch(example_rows: np.ndarray, bucket_of: np.ndarray, buckets: Sequence[int], batch_size: int,
-               rng: np.random.Generator) -> list[PlannedBatch]:
-  """One epoch over `example_rows` cut into bucketed batches (see the module doc).
+def cut_into_batches(order: np.ndarray, bucket_of: np.ndarray, buckets: Sequence[int],
+                     batch_size: int) -> list[PlannedBatch]:
+  """The example rows `order` cut into batches, bucket by bucket from the shortest, leftovers promoted.
 
-  `bucket_of[r]` is the bucket index of example row r; the result depends only
-  on its arguments and the state of `rng`.
+  The one batching rule of training and evaluation (module doc): within a
+  bucket, examples keep their order in `order`; the fewer-than-a-batch left
+  over in a bucket lead the next longer bucket, whose length holds them too;
+  only the last leftover makes a partial batch, topped up with -1 (filler).
+  `bucket_of[r]` is the bucket index of example row r.
   """
-  order = rng.permutation(np.asarray(example_rows, dtype=np.int64))
   slot = bucket_of[order]
   batches = []
   carry = np.zeros(0, dtype=np.int64)
@@ -141,6 +127,18 @@ def plan_epoch(example_rows: np.ndarray, bucket_of: np.ndarray, buckets: Sequenc
     length = buckets[int(bucket_of[carry].max())]
     filler = np.full(batch_size - len(carry), -1, dtype=np.int64)
     batches.append(PlannedBatch(int(length), np.concatenate([carry, filler])))
+  return batches
+
+
+def plan_epoch(example_rows: np.ndarray, bucket_of: np.ndarray, buckets: Sequence[int], batch_size: int,
+               rng: np.random.Generator) -> list[PlannedBatch]:
+  """One epoch over `example_rows` cut into bucketed batches (see the module doc).
+
+  `bucket_of[r]` is the bucket index of example row r; the result depends only
+  on its arguments and the state of `rng`.
+  """
+  order = rng.permutation(np.asarray(example_rows, dtype=np.int64))
+  batches = cut_into_batches(order, bucket_of, buckets, batch_size)
   return [batches[i] for i in rng.permutation(len(batches))]
 
 
@@ -263,19 +261,8 @@ def eval_plan(split: EncodedSplit, batch_size: int, buckets: Sequence[int]) -> l
   """
   buckets = bucketing.buckets_covering(split.lengths, buckets, split.max_length)
   bucket_of = bucketing.bucket_index(split.lengths, buckets)
-  order = np.argsort(bucket_of, kind="stable")
-  batches, carry = [], np.zeros(0, dtype=np.int64)
-  for k, length in enumerate(buckets):
-    members = np.concatenate([carry, order[bucket_of[order] == k]])
-    num_full = len(members) // batch_size
-    for b in range(num_full):
-      batches.append(PlannedBatch(int(length), members[b * batch_size:(b + 1) * batch_size]))
-    carry = members[num_full * batch_size:]
-  if len(carry):
-    length = buckets[int(bucket_of[carry].max())]
-    batches.append(PlannedBatch(int(length), np.concatenate(
-        [carry, np.full(batch_size - len(carry), -1, dtype=np.int64)])))
-  return batches
+  file_order = np.arange(len(bucket_of), dtype=np.int64)
+  return cut_into_batches(file_order, bucket_of, buckets, batch_size)
 
 
 def eval_batches(split: EncodedSplit, batch_size: int, buckets: Sequence[int],
@@ -289,7 +276,3 @@ def eval_batches(split: EncodedSplit, batch_size: int, buckets: Sequence[int],
   check_batch_size(batch_size, num_devices, what="eval batch size")
   for planned in eval_plan(split, batch_size, eval_buckets(split, buckets, packing)):
     yield collate(split, planned, packing)
-
-
-def num_eval_batches(split: EncodedSplit, batch_size: int) -> int:
-  return math.ceil(len(split) / batch_size)

@@ -22,7 +22,8 @@ from absl import app, flags
 
 from data_prep import bucketing, catalog, pipeline
 from data_prep.errors import DataError, MissingDataFileError, MissingDataRootError
-from data_prep.tokenized import EncodedSplit, Source, encode_source
+from data_prep.tfds_split import TfdsSplit
+from data_prep.tokenized import EncodedSplit, encode_tfds_split
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_root", None, "Directory with cs224n/ and extra/ (default: $BERT_JAX_DATA, "
@@ -72,13 +73,14 @@ def prepare_all(*, datasets: Sequence[tuple[str, str]], tokenizer, max_length: i
   """
   rows, skipped_lines = [], []
   for name, config in datasets:
-    builder = catalog.get_builder(Source(name, "train", config), tfds_dir=tfds_dir, builder_kwargs=builder_kwargs)
+    builder = catalog.get_builder(TfdsSplit(name, "train", config), tfds_dir=tfds_dir,
+                                  builder_kwargs=builder_kwargs)
     metadata = builder.info.metadata
     pair = "sentence1" in builder.info.features
     for encoding in (("separate", "joint") if pair else ("single",)):
-      splits = {split: encode_source(Source(name, split, config), tokenizer, max_length=max_length,
-                                     pair_encoding="separate" if encoding == "single" else encoding,
-                                     tfds_dir=tfds_dir, cache_dir=cache_dir, builder_kwargs=builder_kwargs)
+      splits = {split: encode_tfds_split(TfdsSplit(name, split, config), tokenizer, max_length=max_length,
+                                         pair_encoding="separate" if encoding == "single" else encoding,
+                                         tfds_dir=tfds_dir, cache_dir=cache_dir, builder_kwargs=builder_kwargs)
                 for split in builder.info.splits.keys()}
       buckets = bucketing.choose_bucket_lengths(splits["train"].lengths, num_buckets=num_buckets,
                                                 max_length=max_length)
@@ -118,13 +120,13 @@ def task_rows(*, tokenizer, max_length: int, num_buckets: int, batch_size: int, 
     variants += [("para", {}, pair_encoding), ("sts", {}, pair_encoding), ("sts", {"sick": True}, pair_encoding)]
   rows = []
   for task, extra, pair_encoding in variants:
-    sources = pipeline.task_sources(task, "train", quora_split=quora_split, **extra)
-    split = pipeline.load_task_split(task, sources, tokenizer, max_length=max_length,
+    tfds_splits = pipeline.task_splits(task, "train", quora_split=quora_split, **extra)
+    split = pipeline.load_task_split(task, tfds_splits, tokenizer, max_length=max_length,
                                      pair_encoding="separate" if pair_encoding == "single" else pair_encoding,
                                      tfds_dir=tfds_dir, cache_dir=cache_dir,
                                      builder_kwargs=builder_kwargs)
     buckets = bucketing.choose_bucket_lengths(split.lengths, num_buckets=num_buckets, max_length=max_length)
-    rows.append({"task": task, "train sources": " + ".join(str(s) for s in sources), "rows": len(split),
+    rows.append({"task": task, "train sources": " + ".join(str(s) for s in tfds_splits), "rows": len(split),
                  "encoding": pair_encoding,
                  "buckets": " ".join(map(str, buckets)),
                  **training_padding(split, buckets, batch_size)})

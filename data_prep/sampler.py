@@ -1,6 +1,6 @@
 """Which task's batches the trainer sees at each step of multi-task training.
 
-Two schedules:
+Two task schedules (`TASK_SCHEDULES`, config.task_schedule):
 
   sequential:   per epoch, one full epoch of SST, then of Para, then of STS;
                 every step is a single-task dict {task: batch of total_batch_size}.
@@ -41,7 +41,8 @@ from data_prep.packing import PackingSpec
 from data_prep.pipeline import TASKS, TrainBatches, check_batch_size
 from data_prep.tokenized import EncodedSplit
 
-SCHEDULES = ("sequential", "round_robin")
+# The task order of the steps (config.task_schedule); the learning rate's schedules are optim.SCHEDULES.
+TASK_SCHEDULES = ("sequential", "round_robin")
 PROPORTIONS = ("size", "balanced", "annealed")
 ANNEAL_ALPHA = (1.0, 0.5)  # alpha at the first and at the last epoch
 
@@ -116,7 +117,7 @@ class MultiTaskSampler:
   Args:
     splits: training split per task (from `pipeline.load_task_split`).
     buckets: bucket lengths per task (from `bucketing.choose_bucket_lengths`).
-    schedule: "sequential" or "round_robin".
+    schedule: the task schedule, "sequential" or "round_robin" (config.task_schedule).
     proportions: for round_robin, "size", "balanced" or "annealed".
     total_batch_size: examples per step (the sum over tasks in round_robin).
     num_epochs: iteration stops after this many epochs (as defined per schedule).
@@ -134,8 +135,8 @@ class MultiTaskSampler:
                schedule: str = "round_robin", proportions: str = "size", total_batch_size: int,
                num_epochs: int, seed: int = 0, num_devices: int = 1, packing: PackingSpec | None = None,
                epoch_fractions: Mapping[str, float] | None = None):
-    if schedule not in SCHEDULES:
-      raise ValueError(f"schedule={schedule!r}; expected one of {SCHEDULES}")
+    if schedule not in TASK_SCHEDULES:
+      raise ValueError(f"schedule={schedule!r}; expected one of {TASK_SCHEDULES}")
     if proportions not in PROPORTIONS:
       raise ValueError(f"proportions={proportions!r}; expected one of {PROPORTIONS}")
     missing = [t for t in splits if t not in buckets]

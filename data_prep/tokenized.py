@@ -1,7 +1,7 @@
 """Token ids of a whole split, computed once and cached on disk.
 
 Reading a TFDS split and running WordPiece over it takes seconds; the trainer
-starts many runs on the same data. So `encode_source` stores the ragged token
+starts many runs on the same data. So `encode_tfds_split` stores the ragged token
 ids of one (dataset, config, version, split) under one (tokenizer vocabulary,
 max_length, pair encoding) in a `.npz` file: flat int32 ids plus offsets, the
 labels and the example ids. A second run loads that file and never touches
@@ -31,30 +31,10 @@ import numpy as np
 from absl import logging
 
 from data_prep import packing
+from data_prep.tfds_split import TfdsSplit
 
 PAIR_ENCODINGS = ("separate", "joint")
 CACHE_FORMAT = 1  # bump when the .npz layout changes
-
-
-@dataclasses.dataclass(frozen=True)
-class Source:
-  """One TFDS split that feeds a task: `cs224n_sst:train`, `cfimdb/polar:train`."""
-  builder: str
-  split: str
-  config: str | None = None
-
-  @classmethod
-  def parse(cls, text: str) -> "Source":
-    """`builder[/config]:split` -> Source."""
-    name, sep, split = text.partition(":")
-    if not sep or not split:
-      raise ValueError(f"source {text!r} is not of the form 'builder[/config]:split'")
-    builder, _, config = name.partition("/")
-    return cls(builder=builder, split=split, config=config or None)
-
-  def __str__(self) -> str:
-    config = f"/{self.config}" if self.config else ""
-    return f"{self.builder}{config}:{self.split}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,13 +228,14 @@ def tokenizer_fingerprint(tokenizer) -> str:
   return digest.hexdigest()[:16]
 
 
-def encode_source(source: Source, tokenizer, *, max_length: int = 128, pair_encoding: str = "separate",
-                  tfds_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
-                  prepare: bool = True, builder_kwargs: Mapping | None = None) -> EncodedSplit:
-  """The tokenized split `source`, from the cache or (once) from TFDS.
+def encode_tfds_split(tfds_split: TfdsSplit, tokenizer, *, max_length: int = 128,
+                      pair_encoding: str = "separate", tfds_dir: str | os.PathLike | None = None,
+                      cache_dir: str | os.PathLike | None = None, prepare: bool = True,
+                      builder_kwargs: Mapping | None = None) -> EncodedSplit:
+  """The tokenized split `tfds_split`, from the cache or (once) from TFDS.
 
   Args:
-    source: which builder/config/split.
+    tfds_split: which builder/config/split.
     tokenizer: a `bert_jax.tokenizer.Tokenizer` (anything with its API and a vocab_path).
     max_length: truncation length, [CLS]/[SEP] included.
     pair_encoding: "separate" (bi-encoder: a and b as two sequences) or "joint"
@@ -267,30 +248,30 @@ def encode_source(source: Source, tokenizer, *, max_length: int = 128, pair_enco
   from data_prep import catalog  # imports TFDS and registers the builders
   if pair_encoding not in PAIR_ENCODINGS:
     raise ValueError(f"pair_encoding={pair_encoding!r}; expected one of {PAIR_ENCODINGS}")
-  builder = catalog.get_builder(source, tfds_dir=tfds_dir, prepare=prepare,
+  builder = catalog.get_builder(tfds_split, tfds_dir=tfds_dir, prepare=prepare,
                                  builder_kwargs=builder_kwargs)
   info = builder.info
-  if source.split not in info.splits:
-    raise ValueError(f"{source}: no split {source.split!r}; {builder.name}/{builder.builder_config.name} "
-                     f"has {sorted(info.splits.keys())}")
+  if tfds_split.split not in info.splits:
+    raise ValueError(f"{tfds_split}: no split {tfds_split.split!r}; "
+                     f"{builder.name}/{builder.builder_config.name} has {sorted(info.splits.keys())}")
   pair = "sentence1" in info.features
   encoding = pair_encoding if pair else None
-  split_info = info.splits[source.split]
+  split_info = info.splits[tfds_split.split]
   key_fields = {
       "format": CACHE_FORMAT, "dataset": builder.name, "config": builder.builder_config.name,
-      "version": str(builder.version), "split": source.split,
-      "sources": catalog.source_hashes(builder, source.split),
+      "version": str(builder.version), "split": tfds_split.split,
+      "sources": catalog.source_hashes(builder, tfds_split.split),
       "num_examples": split_info.num_examples, "num_bytes": split_info.num_bytes,
       "tokenizer": tokenizer_fingerprint(tokenizer), "max_length": max_length, "encoding": encoding,
   }
   key = hashlib.sha1(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:12]
   cache_root = pathlib.Path(cache_dir) if cache_dir else catalog.resolve_tfds_dir(tfds_dir) / "bert_jax_tokens"
   cache_file = cache_root / (f"{builder.name}-{builder.builder_config.name}-{builder.version}-"
-                             f"{source.split}-{encoding or 'single'}-L{max_length}-{key}.npz")
-  provenance = catalog.provenance(builder, source.split)
+                             f"{tfds_split.split}-{encoding or 'single'}-L{max_length}-{key}.npz")
+  provenance = catalog.provenance(builder, tfds_split.split)
   special = SpecialIds(pad=tokenizer.pad_id, cls=tokenizer.cls_id, sep=tokenizer.sep_id)
-  unlabeled = source.split in info.metadata.get("unlabeled_splits", [])
-  common = dict(name=str(source), pair=pair, pair_encoding=encoding, max_length=max_length,
+  unlabeled = tfds_split.split in info.metadata.get("unlabeled_splits", [])
+  common = dict(name=str(tfds_split), pair=pair, pair_encoding=encoding, max_length=max_length,
                 labeled=not unlabeled, special=special, provenance=(provenance,))
   if cache_file.exists():
     with np.load(cache_file, allow_pickle=False) as stored:
@@ -298,8 +279,9 @@ def encode_source(source: Source, tokenizer, *, max_length: int = 128, pair_enco
                 for name in stored.files if name.endswith("_flat")}
       return EncodedSplit(ids=stored["ids"], labels=stored["labels"], tokens=tokens, **common)
 
-  logging.info("tokenizing %s (max_length=%d, encoding=%s) -> %s", source, max_length, encoding, cache_file)
-  encoded = encode_examples(catalog.read_split(builder, source.split), tokenizer, **common)
+  logging.info("tokenizing %s (max_length=%d, encoding=%s) -> %s", tfds_split, max_length, encoding,
+               cache_file)
+  encoded = encode_examples(catalog.read_split(builder, tfds_split.split), tokenizer, **common)
   _write_npz(cache_file, ids=encoded.ids, labels=encoded.labels,
              **{f"{name}_flat": r.flat for name, r in encoded.tokens.items()},
              **{f"{name}_offsets": r.offsets for name, r in encoded.tokens.items()})
@@ -311,7 +293,7 @@ def encode_examples(examples: Sequence[Mapping], tokenizer, *, name: str, pair: 
                     provenance: tuple[Mapping, ...]) -> EncodedSplit:
   """Tokenizes example dicts ("id", "label", and "sentence" or "sentence1"/"sentence2").
 
-  The one tokenization of every split: `encode_source` feeds it a TFDS split,
+  The one tokenization of every split: `encode_tfds_split` feeds it a TFDS split,
   `train.predict` the rows of a file given on the command line, so a split read
   either way gets the same token ids.
   """

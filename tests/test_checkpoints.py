@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from safetensors import numpy as safetensors_numpy
 
-from bert_jax.checkpoints import (CheckpointError, export_hf_checkpoint, flax_to_torch_names,
-                                  load_hf_checkpoint, read_state_dict, resolve_checkpoint,
-                                  torch_to_flax)
+from bert_jax.checkpoint_files import CheckpointError, resolve_checkpoint
+from bert_jax.checkpoints import (export_hf_checkpoint, flax_to_torch_names, load_hf_checkpoint,
+                                  read_state_dict, torch_to_flax)
 from bert_jax.config import BertConfig
 from bert_jax.modeling import BertModel
 

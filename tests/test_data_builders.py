@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from data_prep import catalog, csv_rows, sources
+from data_prep import catalog, csv_rows, source_files
 from data_prep.builders import cs224n_quora, sick
 from data_prep.errors import DataError, MissingDataFileError
-from data_prep.tokenized import Source
+from data_prep.tfds_split import TfdsSplit
 from tests.test_data_csv_rows import SMALL, write_course_files, write_tsv
 
 tfds.disable_progress_bar()
@@ -26,7 +26,7 @@ def tfds_dir(tmp_path_factory):
 
 
 def prepared(name, config, root, tfds_dir, **kwargs):
-  builder = catalog.get_builder(Source(name, "train", config), tfds_dir=tfds_dir,
+  builder = catalog.get_builder(TfdsSplit(name, "train", config), tfds_dir=tfds_dir,
                                 builder_kwargs={"local_dir": root, "allow_download": False, **kwargs})
   return builder, {split: catalog.read_split(builder, split) for split in builder.info.splits.keys()}
 
@@ -108,7 +108,7 @@ def test_quora_official_config_uses_quora_train(course_root, tmp_path):
 def test_quora_official_without_quora_train_says_where_to_get_it(course_root, tmp_path):
   with pytest.raises(MissingDataFileError) as error:
     prepared("cs224n_quora", "official", course_root, tmp_path)
-  assert "quora-train.csv" in str(error.value) and sources.CS224N_BASE_URL in str(error.value)
+  assert "quora-train.csv" in str(error.value) and source_files.CS224N_BASE_URL in str(error.value)
   assert str(course_root / "cs224n" / "quora-train.csv") in str(error.value)
 
 
@@ -155,7 +155,7 @@ def test_bad_row_stops_preparation_with_its_location(tmp_path):
   assert "'seven' is not a number" in str(error.value)
   # Nothing half-written is left to be mistaken for a prepared dataset.
   with pytest.raises(FileNotFoundError, match="not prepared"):
-    catalog.get_builder(Source("cs224n_sts", "train"), tfds_dir=tmp_path / "strict", prepare=False)
+    catalog.get_builder(TfdsSplit("cs224n_sts", "train"), tfds_dir=tmp_path / "strict", prepare=False)
 
 
 def test_skip_bad_rows_is_counted_in_metadata_and_provenance(tmp_path):
@@ -174,26 +174,26 @@ def test_skip_bad_rows_is_counted_in_metadata_and_provenance(tmp_path):
 
 def test_default_data_root_needs_no_manual_step(tmp_path, monkeypatch):
   root = write_course_files(tmp_path / "shared_data")
-  monkeypatch.setenv(sources.DATA_ROOT_ENV, str(root))
-  builder = catalog.get_builder(Source("cs224n_sts", "train"), tfds_dir=tmp_path / "tfds",
+  monkeypatch.setenv(source_files.DATA_ROOT_ENV, str(root))
+  builder = catalog.get_builder(TfdsSplit("cs224n_sts", "train"), tfds_dir=tmp_path / "tfds",
                                 builder_kwargs={"allow_download": False})
   assert builder.info.splits["train"].num_examples == SMALL["sts"][0]
   assert builder.info.metadata["source_files"]["sts-train.csv"]["path"] == str(root / "cs224n" / "sts-train.csv")
 
 
 def test_tfds_manual_dir_is_used_before_the_default_root(tmp_path, monkeypatch):
-  monkeypatch.setenv(sources.DATA_ROOT_ENV, str(tmp_path / "nowhere"))
+  monkeypatch.setenv(source_files.DATA_ROOT_ENV, str(tmp_path / "nowhere"))
   manual = write_course_files(tmp_path / "manual")
-  builder = catalog.get_builder(Source("sick", "train"), tfds_dir=tmp_path / "tfds", manual_dir=manual,
+  builder = catalog.get_builder(TfdsSplit("sick", "train"), tfds_dir=tmp_path / "tfds", manual_dir=manual,
                                 builder_kwargs={"allow_download": False})
   assert builder.info.metadata["source_files"]["sick2014.csv"]["path"] == str(manual / "extra" / "sick2014.csv")
 
 
 def test_unknown_dataset_or_config_lists_the_known_ones(tmp_path):
   with pytest.raises(ValueError, match="known: .*cs224n_sst"):
-    catalog.get_builder(Source("imdb", "train"), tfds_dir=tmp_path)
+    catalog.get_builder(TfdsSplit("imdb", "train"), tfds_dir=tmp_path)
   with pytest.raises(ValueError, match=r"configs: \['polar', 'not_polar', 'binary'\]"):
-    catalog.get_builder(Source("cfimdb", "train", "very_polar"), tfds_dir=tmp_path)
+    catalog.get_builder(TfdsSplit("cfimdb", "train", "very_polar"), tfds_dir=tmp_path)
 
 
 def test_quora_dev_90_10_sizes_on_the_shared_data(shared_data):

@@ -8,7 +8,7 @@ import pathlib
 
 import pytest
 
-from data_prep import csv_rows, sources
+from data_prep import csv_rows, source_files
 from data_prep.csv_rows import LabelSpec, TableSpec, read_table
 from data_prep.errors import DataError, MissingDataFileError
 
@@ -189,27 +189,27 @@ def test_float_labels_and_ranges(tmp_path):
 
 
 def test_missing_file_says_where_it_looked_and_how_to_get_it(tmp_path, monkeypatch):
-  monkeypatch.setenv(sources.DATA_ROOT_ENV, str(tmp_path / "root"))
-  remote = sources.cs224n_file("quora-train.csv")
+  monkeypatch.setenv(source_files.DATA_ROOT_ENV, str(tmp_path / "root"))
+  remote = source_files.cs224n_file("quora-train.csv")
   with pytest.raises(MissingDataFileError) as error:
-    sources.locate(remote, None, allow_download=False)
+    source_files.locate(remote, None, allow_download=False)
   message = str(error.value)
   assert str(tmp_path / "root" / "cs224n" / "quora-train.csv") in message
   assert "https://raw.githubusercontent.com/gpoesia/minbert-default-final-project/main/data/quora-train.csv" in message
   # An explicit local directory is the only place looked in.
   (tmp_path / "mine").mkdir()
   with pytest.raises(MissingDataFileError) as error:
-    sources.locate(remote, None, local_dir=tmp_path / "mine")
+    source_files.locate(remote, None, local_dir=tmp_path / "mine")
   assert str(tmp_path / "mine" / "quora-train.csv") in str(error.value)
   assert str(tmp_path / "root") not in str(error.value)
 
 
 def test_locate_prefers_local_dir_then_data_root(tmp_path, monkeypatch):
   root = write_course_files(tmp_path / "root")
-  monkeypatch.setenv(sources.DATA_ROOT_ENV, str(root))
-  remote = sources.cs224n_file("sts-dev.csv")
-  assert sources.locate(remote, None, allow_download=False) == root / "cs224n" / "sts-dev.csv"
+  monkeypatch.setenv(source_files.DATA_ROOT_ENV, str(root))
+  remote = source_files.cs224n_file("sts-dev.csv")
+  assert source_files.locate(remote, None, allow_download=False) == root / "cs224n" / "sts-dev.csv"
   flat = tmp_path / "flat"
   flat.mkdir()
   (flat / "sts-dev.csv").write_bytes((root / "cs224n" / "sts-dev.csv").read_bytes())
-  assert sources.locate(remote, None, local_dir=flat) == flat / "sts-dev.csv"
+  assert source_files.locate(remote, None, local_dir=flat) == flat / "sts-dev.csv"

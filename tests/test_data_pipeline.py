@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import math
 
 import jax
 import numpy as np
@@ -11,7 +12,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from bert_jax.tokenizer import Tokenizer
 from data_prep import bucketing, pipeline
-from data_prep.tokenized import EncodedSplit, Ragged, SpecialIds, Source
+from data_prep.tfds_split import TfdsSplit
+from data_prep.tokenized import EncodedSplit, Ragged, SpecialIds
 from tests.test_data_csv_rows import SMALL, write_course_files
 
 tfds.disable_progress_bar()
@@ -30,7 +32,7 @@ def dirs(tmp_path_factory):
 
 
 def load(task, split, tokenizer, dirs, **kwargs):
-  return pipeline.load_task_split(task, pipeline.task_sources(task, split), tokenizer, **dirs, **kwargs)
+  return pipeline.load_task_split(task, pipeline.task_splits(task, split), tokenizer, **dirs, **kwargs)
 
 
 class CountingTokenizer:
@@ -124,17 +126,17 @@ def test_pair_batches_separate_and_joint_match_the_tokenizer(tokenizer, dirs):
 
 
 def test_extra_sources_are_concatenated_and_recorded(tokenizer, dirs):
-  sources = pipeline.task_sources("sst", "train", cfimdb="not_polar")
-  assert [str(s) for s in sources] == ["cs224n_sst:train", "cfimdb/not_polar:train"]
-  split = pipeline.load_task_split("sst", sources, tokenizer, **dirs)
+  tfds_splits = pipeline.task_splits("sst", "train", cfimdb="not_polar")
+  assert [str(s) for s in tfds_splits] == ["cs224n_sst:train", "cfimdb/not_polar:train"]
+  split = pipeline.load_task_split("sst", tfds_splits, tokenizer, **dirs)
   n_sst, n_cf = SMALL["sst"][0], SMALL["cfimdb"][0]
   assert len(split) == n_sst + n_cf
   assert set(split.labels[n_sst:]) == {1, 3}
   assert [p["dataset"] for p in split.provenance] == ["cs224n_sst/default", "cfimdb/not_polar"]
-  sts = pipeline.load_task_split("sts", pipeline.task_sources("sts", "train", sick=True), tokenizer, **dirs)
+  sts = pipeline.load_task_split("sts", pipeline.task_splits("sts", "train", sick=True), tokenizer, **dirs)
   assert len(sts) == SMALL["sts"][0] + SMALL["sick"]["TRAIN"]
   # Extra data never enters evaluation splits.
-  assert pipeline.task_sources("sts", "validation", sick=True) == [Source("cs224n_sts", "validation")]
+  assert pipeline.task_splits("sts", "validation", sick=True) == [TfdsSplit("cs224n_sts", "validation")]
 
 
 def test_wrong_kind_of_source_for_a_task(tokenizer, dirs):
@@ -144,7 +146,7 @@ def test_wrong_kind_of_source_for_a_task(tokenizer, dirs):
 
 def _examples(name, split, dirs, config=None):
   from data_prep import catalog
-  builder = catalog.get_builder(Source(name, split, config), tfds_dir=dirs["tfds_dir"],
+  builder = catalog.get_builder(TfdsSplit(name, split, config), tfds_dir=dirs["tfds_dir"],
                                 builder_kwargs=dirs["builder_kwargs"])
   return catalog.read_split(builder, split)
 
@@ -259,7 +261,8 @@ def test_batches_shard_evenly_over_eight_devices():
   assert jax.local_device_count() == 8
   split = synthetic_split(np.random.default_rng(6).integers(3, 30, size=40), pair_encoding="separate")
   batch = pipeline.TrainBatches(split, (16, 32), batch_size=16, seed=0, task="sts", num_devices=8).next_batch()
-  sharded = pipeline.shard_batch(batch, 8)
+  # The [devices, B / devices, ...] layout DataParallel.put_batch gives pmap.
+  sharded = jax.tree.map(lambda x: x.reshape(8, x.shape[0] // 8, *x.shape[1:]), batch)
   length = batch["input_ids"].shape[-1]
   assert sharded["input_ids"].shape == (8, 2, 2, length) and sharded["weights"].shape == (8, 2)
   # pmap sees two examples per device, in order.
@@ -279,7 +282,7 @@ def test_eval_counts_every_example_exactly_once(tokenizer, dirs):
   split = load("sst", "validation", tokenizer, dirs)
   n = SMALL["sst"][1]
   batches = list(pipeline.eval_batches(split, 8, (8, 16), num_devices=8))
-  assert len(batches) == pipeline.num_eval_batches(split, 8) == 1
+  assert len(batches) == math.ceil(len(split) / 8) == 1
   weights = np.concatenate([b["weights"] for b in batches])
   index = np.concatenate([b["index"] for b in batches])
   assert weights.sum() == n

@@ -20,7 +20,7 @@ import pytest
 from data_prep import catalog, csv_rows, freshness, pipeline
 from data_prep.builders import cs224n_sst
 from data_prep.errors import DataError, MissingDataRootError
-from data_prep.tokenized import Source
+from data_prep.tfds_split import TfdsSplit
 from tests.test_data_csv_rows import SMALL, write_course_files
 from tests.test_train import _write_config_file, tiny_config
 from train import cli_errors
@@ -28,7 +28,7 @@ from train import metrics as metrics_lib
 from train import train
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-SST = Source("cs224n_sst", "train")
+SST = TfdsSplit("cs224n_sst", "train")
 
 
 def _prepare(root, tfds_dir, **kwargs):

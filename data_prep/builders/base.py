@@ -28,7 +28,7 @@ from absl import logging
 from etils import epath
 from tensorflow_datasets.core import utils as tfds_utils
 
-from data_prep import csv_rows, freshness, sources
+from data_prep import csv_rows, freshness, source_files
 from data_prep.errors import DataError
 
 UNLABELED = -1  # label of every example in an unlabeled (test-student) split
@@ -93,7 +93,7 @@ class CsvBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         metadata=tfds.core.MetadataDict(metadata),
     )
 
-  def _read(self, dl_manager, remote: sources.RemoteFile, spec: csv_rows.TableSpec,
+  def _read(self, dl_manager, remote: source_files.RemoteFile, spec: csv_rows.TableSpec,
             split: str | Sequence[str]) -> list[csv_rows.Row]:
     """Locates and strictly reads one source file; records where it came from and what was skipped.
 
@@ -108,8 +108,8 @@ class CsvBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     Raises:
       DataError: a bad row (without skip_bad_rows), or a file left with no rows.
     """
-    path = sources.locate(remote, dl_manager, local_dir=self._local_dir,
-                          allow_download=self._allow_download)
+    path = source_files.locate(remote, dl_manager, local_dir=self._local_dir,
+                               allow_download=self._allow_download)
     report = csv_rows.read_table(path, spec, skip_bad_rows=self._skip_bad_rows,
                                  keep_every_id=spec.label is None)
     if not report.rows:  # else TFDS stops on "No examples were yielded", naming no file

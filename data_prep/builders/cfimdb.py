@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import tensorflow_datasets as tfds
 
-from data_prep import csv_rows, sources
+from data_prep import csv_rows, source_files
 from data_prep.builders import base
 
 # config name -> {binary label: label in the config's scale}
@@ -78,7 +78,7 @@ class Cfimdb(base.CsvBuilder):
 
   def _split_generators(self, dl_manager):
     mapping = LABEL_MAPS[self.builder_config.name]
-    read = lambda name, spec, split: self._read(dl_manager, sources.cs224n_file(name), spec, split)
+    read = lambda name, spec, split: self._read(dl_manager, source_files.cs224n_file(name), spec, split)
     labeled = lambda rows: base.single_examples(rows, label_map=mapping.__getitem__)
     return {
         "train": self._generate_examples(labeled(read("ids-cfimdb-train.csv", LABELED, "train"))),

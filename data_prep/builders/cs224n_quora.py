@@ -13,7 +13,7 @@ import hashlib
 
 import tensorflow_datasets as tfds
 
-from data_prep import csv_rows, sources
+from data_prep import csv_rows, source_files
 from data_prep.builders import base
 
 DEV_90_10 = "dev_90_10"
@@ -83,7 +83,7 @@ class Cs224nQuora(base.CsvBuilder):
                   "unlabeled_splits": ["test"]})
 
   def _split_generators(self, dl_manager):
-    read = lambda name, spec, split: self._read(dl_manager, sources.cs224n_file(name), spec, split)
+    read = lambda name, spec, split: self._read(dl_manager, source_files.cs224n_file(name), spec, split)
     test = read("quora-test-student.csv", UNLABELED, "test")
     if self.builder_config.name == OFFICIAL:
       train = read("quora-train.csv", LABELED, "train")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tensorflow_datasets as tfds
 
-from data_prep import csv_rows, sources
+from data_prep import csv_rows, source_files
 from data_prep.builders import base
 
 _DESCRIPTION = """\
@@ -45,7 +45,7 @@ class Cs224nSts(base.CsvBuilder):
         metadata={"label_range": [0.0, 5.0], "unlabeled_splits": ["test"]})
 
   def _split_generators(self, dl_manager):
-    read = lambda name, spec, split: self._read(dl_manager, sources.cs224n_file(name), spec, split)
+    read = lambda name, spec, split: self._read(dl_manager, source_files.cs224n_file(name), spec, split)
     return {
         "train": self._generate_examples(base.pair_examples(read("sts-train.csv", LABELED, "train"))),
         "validation": self._generate_examples(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tensorflow_datasets as tfds
 
-from data_prep import csv_rows, sources
+from data_prep import csv_rows, source_files
 from data_prep.builders import base
 
 SEMEVAL_SETS = {"TRAIN": "train", "TRIAL": "validation", "TEST": "test"}
@@ -62,7 +62,7 @@ class Sick(base.CsvBuilder):
                   "label_range": [0.0, 5.0], "unlabeled_splits": []})
 
   def _split_generators(self, dl_manager):
-    rows = self._read(dl_manager, sources.SICK_FILE, SPEC, list(SEMEVAL_SETS.values()))
+    rows = self._read(dl_manager, source_files.SICK_FILE, SPEC, list(SEMEVAL_SETS.values()))
     by_split = {split: [] for split in SEMEVAL_SETS.values()}
     for row in rows:
       by_split[SEMEVAL_SETS[row.other["SemEval_set"]]].append(row)
