@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-TASKS = ("sst", "para", "sts")
+from bert_jax.tasks import TASKS
 
 
 def build_apply(method: str, bert_config, params, parallel, *, freeze=(), total_steps: int = 1000):
@@ -74,14 +74,14 @@ def measure(methods, bert_config, *, rounds: int, freeze=(), seed: int = 0) -> d
   """{method: [ms of each timed call]}, the methods interleaved round by round."""
   import jax
   import jax.numpy as jnp
-  from bert_jax import heads
+  from bert_jax import multitask
   from train import train as train_lib
   from train.configs import default
   from train.parallel import DataParallel
 
   parallel = DataParallel.create("jit", num_devices=1)
   model = train_lib.build_model(default.get_config(), bert_config)
-  params = jax.jit(lambda key: heads.init_params(model, key))(jax.random.key(seed))
+  params = jax.jit(lambda key: multitask.init_params(model, key))(jax.random.key(seed))
   applies, states, frozen = {}, {}, frozenset()
   for method in methods:
     applies[method], states[method], frozen = build_apply(method, bert_config, params, parallel, freeze=freeze)

@@ -107,7 +107,7 @@ def run_epoch(config, workdir: str, *, sync_steps: bool = True) -> dict:
     trainer = clock.wrap("setup: checkpoint, tokenized data", train_lib.Trainer)(config, workdir)
     params = clock.wrap("setup: initial params", trainer.initial_params)()
     make_stage = clock.wrap("setup: optimizer, state, step", trainer.make_stage)
-    stage = make_stage("main", params, schedule=config.schedule, num_epochs=config.num_epochs,
+    stage = make_stage("main", params, task_schedule=config.task_schedule, num_epochs=config.num_epochs,
                        optim_config=config.optim, pcgrad_config=config.pcgrad)
     sync = (lambda result: jax.block_until_ready(result)) if sync_steps else None
     stage.step_fn = clock.wrap("train step", stage.step_fn, after=sync)

@@ -6,8 +6,9 @@
 How "what each change gained" in bench/README.md was measured: the same
 computation on worktrees of successive commits, interleaved, in fresh
 processes. It only uses what every version of the trainer had
-(`train.train.build_model`, `heads.init_params`, `heads.task_loss`), so it
-runs against old commits; `bench/profile_step.py` breaks the current one down.
+(`train.train.build_model`, `init_params` and `task_loss`, which lived in
+`bert_jax/heads.py` until it was split into `multitask.py` and `losses.py`), so
+it runs against old commits; `bench/profile_step.py` breaks the current one down.
 """
 
 from __future__ import annotations
@@ -28,14 +29,19 @@ def gradient_seconds(repo: str = "", batch_size: int = 32, length: int = 64, ite
     for name in [m for m in sys.modules if m.split(".")[0] in ("bert_jax", "train", "data_prep")]:
       del sys.modules[name]
   import jax
-  from bert_jax import checkpoints, heads
+  from bert_jax import checkpoints
   from bert_jax.config import BertConfig
+  try:
+    from bert_jax.losses import task_loss
+    from bert_jax.multitask import init_params
+  except ImportError:  # checkouts from before bert_jax/heads.py was split (the commits bench/README.md compares)
+    from bert_jax.heads import init_params, task_loss
   from train import train as train_lib
   from train.configs import default
 
   config = BertConfig.from_json_file(checkpoints.resolve_checkpoint("minilm-l6").config_path)
   model = train_lib.build_model(default.get_config(), config)
-  params = jax.jit(lambda key: heads.init_params(model, key))(jax.random.key(0))
+  params = jax.jit(lambda key: init_params(model, key))(jax.random.key(0))
   rng = np.random.default_rng(0)
   batch = {"input_ids": rng.integers(1000, 20000, (batch_size, length)).astype(np.int32),
            "attention_mask": np.ones((batch_size, length), np.int32),
@@ -46,7 +52,7 @@ def gradient_seconds(repo: str = "", batch_size: int = 32, length: int = 64, ite
   def loss(params, batch, key):
     outputs = model.apply({"params": params}, batch, deterministic=False, rngs={"dropout": key},
                           method="sentiment")
-    return heads.task_loss("sst", outputs, batch)[0]
+    return task_loss("sst", outputs, batch)[0]
 
   grad = jax.jit(jax.grad(loss))
   key = jax.random.key(1)

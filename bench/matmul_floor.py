@@ -3,8 +3,9 @@
   python -m bench.matmul_floor                         # all-MiniLM-L6 shapes, 32 x 64 tokens
   python -m bench.matmul_floor --model=bert-base --tokens=2048
 
-Why: at the same padded shape our train step is within ~10% of Hugging Face
-PyTorch, and `bench/profile_step.py` shows most of our step is matmuls. This
+Why: at the same padded shape our train step is a little slower than Hugging
+Face PyTorch (bench/README.md has the ratios and the command), and
+`bench/profile_step.py` shows most of our step is matmuls. This
 script takes everything else away, on both sides: each layer is the encoder's
 six dense products (query, key, value, attention output, feed-forward in and
 out) on [tokens, hidden] activations, with no attention, LayerNorm, GELU,

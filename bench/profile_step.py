@@ -4,13 +4,13 @@
   python -m bench.profile_step --workload=pcgrad --top=30
   python -m bench.profile_step --workload=sst --padding=same --dump_dir=/tmp/hlo
 
-The step is the trainer's own (built exactly as `bench.step_benchmark` builds
-it, on the same batches). Each compiled piece of it (every task's gradient at
-its bucket shape, then the apply) runs `--iters` times under `jax.profiler`,
-and the trace's per-thunk times are joined with that executable's optimized
-HLO, whose `op_name` metadata names the model code each fusion came from
-(".../encoder/layer/3/intermediate/erf"). Layers are folded together, so a
-line reads "all six layers' GELU forward".
+The step is the trainer's own (built exactly as `bench.our_side.OurSide` builds
+it for `bench.step_benchmark`, on the same batches). Each compiled piece of it
+(every task's gradient at its bucket shape, then the apply) runs `--iters`
+times under `jax.profiler`, and the trace's per-thunk times are joined with
+that executable's optimized HLO, whose `op_name` metadata names the model code
+each fusion came from (".../encoder/layer/3/intermediate/erf"). Layers are
+folded together, so a line reads "all six layers' GELU forward".
 
 Categories: `matmul` (every dot: projections, feed-forward, attention scores
 and context, their gradients), `attention` (softmax, masking, head
@@ -35,7 +35,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 
 CATEGORIES = ("matmul", "attention", "gelu", "layernorm", "dropout", "embeddings", "optimizer", "other")
 
@@ -180,21 +179,23 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   FLAGS = flags.FLAGS
   import jax
-  from bench import step_benchmark as sb
+  from bench.batches import load_course_data, plan_workload, split_of
+  from bench.our_side import OurSide, our_batch
+  from bench.step_benchmark import model_config
   from bert_jax import checkpoints
   vocab_path = str(checkpoints.resolve_checkpoint("minilm-l6").vocab_path)
-  data = sb.load_course_data(vocab_path, packing=FLAGS.packing)
-  bert_config = sb.model_config(FLAGS.model, vocab_size=30522)
+  data = load_course_data(vocab_path, packing=FLAGS.packing)
+  bert_config = model_config(FLAGS.model, vocab_size=30522)
   if FLAGS.workload == "inference":
     raise app.UsageError("profile_step profiles train steps; use --workload=multitask, pcgrad or sst")
-  plan = sb.plan_workload(data, FLAGS.workload, FLAGS.padding, batch_size=FLAGS.batch_per_task,
-                          count=FLAGS.steps, same_length=FLAGS.same_length, seed=FLAGS.seed)
+  plan = plan_workload(data, FLAGS.workload, FLAGS.padding, batch_size=FLAGS.batch_per_task,
+                       count=FLAGS.steps, same_length=FLAGS.same_length, seed=FLAGS.seed)
   freeze = ("word_embeddings",) if FLAGS.frozen_word_embeddings else ()
-  side = sb.OurSide(bert_config, pcgrad=FLAGS.workload == "pcgrad", freeze=freeze, seed=FLAGS.seed)
+  side = OurSide(bert_config, pcgrad=FLAGS.workload == "pcgrad", freeze=freeze, seed=FLAGS.seed)
   totals: dict[str, float] = {}
   all_ops: list[OpTime] = []
   for k, step in enumerate(plan.ours):
-    host = {t: sb.our_batch(sb.split_of(data, plan.workload, t), b) for t, b in step.items()}
+    host = {t: our_batch(split_of(data, plan.workload, t), b) for t, b in step.items()}
     device = side.put(host)
     rng = jax.random.fold_in(jax.random.key(FLAGS.seed), k)
     for label, run, hlo in step_pieces(side, device, rng):

@@ -4,9 +4,9 @@ Why not `flax.linen.Dropout`: it draws `jax.random.bernoulli` bits, and with the
 default threefry key each call lowers (on CPU) to a while loop over the cipher's
 rounds that writes its uint32 state arrays to memory on every iteration. BERT
 drops out every hidden state twice per layer and every attention probability
-once, so that was ~20% of a fine-tuning step: the SST gradient at batch 32,
-length 64 took 1.16 s with threefry masks and 0.93 s with these
-(bench/README.md, "What each change gained").
+once, so those loops and their memory traffic were a large share of a
+fine-tuning step (bench/README.md, "Figures taken out of the code", has the
+measured gain and the command that measures it).
 
 Here each call draws two 32-bit seeds from its key (the only threefry work,
 on two numbers) and the mask is a counter-based hash of each element's flat

@@ -12,9 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bench import step_benchmark
+from bench import batches as bench_batches
+from bench import flops, our_side, results, step_benchmark, torch_peer
 from bert_jax.config import BertConfig
 from bert_jax.modeling import BertModel
+from bert_jax.tasks import TASKS
 from bert_jax.tokenizer import Tokenizer
 
 WORDS = ("the film is a quiet triumph of style over substance and never once bores its audience "
@@ -30,7 +32,7 @@ def tiny_data():
   tokenizer = Tokenizer.from_checkpoint("minilm-l6")
   sentences = [sentence(k) for k in range(16)]
   pairs = [(sentence(k), sentence(k + 5)) for k in range(16)]
-  return step_benchmark.BenchData.from_sentences(tokenizer, sentences, pairs, max_length=32, num_buckets=2)
+  return bench_batches.BenchData.from_sentences(tokenizer, sentences, pairs, max_length=32, num_buckets=2)
 
 
 def test_benchmark_rows_for_ours_and_the_peer(tiny_data):
@@ -57,10 +59,10 @@ def test_benchmark_rows_for_ours_and_the_peer(tiny_data):
   # The same padded shape: the same FLOPs per step.
   ours, peer = rows[("inference", "same", "ours")], rows[("inference", "same", "hf-sdpa")]
   assert ours.gflop_per_s * ours.ms_per_step == pytest.approx(peer.gflop_per_s * peer.ms_per_step)
-  table = step_benchmark.format_table(train_result)
+  table = results.format_table(train_result)
   for word in ("ours", "hf-sdpa", "multitask", "fp32 matmul peak"):
     assert word in table
-  assert {(q["workload"], q["padding"]) for q in step_benchmark.ratios(inference_result.rows)} == {
+  assert {(q["workload"], q["padding"]) for q in results.ratios(inference_result.rows)} == {
       ("inference", "natural"), ("inference", "same")}
   assert set(train_result.breakdowns["tiny multitask natural"]) == {
       "gradient sst", "gradient para", "gradient sts", "apply"}
@@ -69,13 +71,13 @@ def test_benchmark_rows_for_ours_and_the_peer(tiny_data):
 def test_packed_natural_step_sees_the_peers_examples_with_less_padding():
   from data_prep.packing import PackingSpec
   tokenizer = Tokenizer.from_checkpoint("minilm-l6")
-  data = step_benchmark.BenchData.from_sentences(
+  data = bench_batches.BenchData.from_sentences(
       tokenizer, [sentence(k) for k in range(16)], [(sentence(k), sentence(k + 5)) for k in range(16)],
       max_length=32, num_buckets=2, packing=PackingSpec((32,), row_multiple=2))
-  plan = step_benchmark.plan_workload(data, "multitask", "natural", batch_size=4, count=2, same_length=16, seed=0)
+  plan = bench_batches.plan_workload(data, "multitask", "natural", batch_size=4, count=2, same_length=16, seed=0)
   for step in plan.ours:
     for task, batches in step.items():
-      batch = step_benchmark.our_batch(data.train[task], batches)
+      batch = our_side.our_batch(data.train[task], batches)
       assert "segment_ids" in batch and batch["input_ids"].shape[1] == 32
   result = step_benchmark.run_benchmark(
       step_benchmark.model_config("tiny", vocab_size=30522), data, model_name="tiny", workloads=("multitask",),
@@ -87,9 +89,9 @@ def test_packed_natural_step_sees_the_peers_examples_with_less_padding():
 
 
 def test_natural_padding_gives_the_peer_the_same_examples_padded_to_their_longest(tiny_data):
-  plan = step_benchmark.plan_workload(tiny_data, "multitask", "natural", batch_size=4, count=3,
-                                      same_length=16, seed=0)
-  for task in step_benchmark.TASKS:
+  plan = bench_batches.plan_workload(tiny_data, "multitask", "natural", batch_size=4, count=3,
+                                     same_length=16, seed=0)
+  for task in TASKS:
     ours = np.sort(np.concatenate([step[task].indices for step in plan.ours]))
     peer = np.sort(np.concatenate([step[task].indices for step in plan.peer]))
     np.testing.assert_array_equal(ours, peer)
@@ -109,7 +111,7 @@ def test_analytic_flops_match_xla_cost_analysis():
   compiled = jax.jit(lambda p, x: model.apply({"params": p}, x)).lower(params, ids).compile()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  analytic = step_benchmark.encoder_forward_flops(config, batch, length)
+  analytic = flops.encoder_forward_flops(config, batch, length)
   # XLA also counts LayerNorm, softmax and GELU, which the analytic count leaves out.
   assert analytic <= cost["flops"] <= 1.15 * analytic
 
@@ -120,12 +122,12 @@ def test_peer_pcgrad_step_matches_algorithm_1_on_two_tasks(tiny_data, monkeypatc
   from transformers import BertTokenizerFast
   from train.configs import default
   bert_config = step_benchmark.model_config("tiny", vocab_size=30522)
-  peer = step_benchmark.TorchPeer("hf-sdpa", bert_config, default.get_config().model)
+  peer = torch_peer.TorchPeer("hf-sdpa", bert_config, default.get_config().model)
   peer.model.eval()  # no dropout, so the gradients below are the ones pcgrad_step sees
-  plan = step_benchmark.plan_workload(tiny_data, "pcgrad", "natural", batch_size=4, count=1,
-                                      same_length=16, seed=0)
+  plan = bench_batches.plan_workload(tiny_data, "pcgrad", "natural", batch_size=4, count=1,
+                                     same_length=16, seed=0)
   hf_tokenizer = BertTokenizerFast(tiny_data.vocab_path)
-  batches = {t: step_benchmark.torch_batch(tiny_data.train[t], plan.peer[0][t], hf_tokenizer)
+  batches = {t: torch_peer.torch_batch(tiny_data.train[t], plan.peer[0][t], hf_tokenizer)
              for t in ("sst", "para")}
   def gradient(task):
     peer.model.zero_grad(set_to_none=True)

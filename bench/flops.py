@@ -1,0 +1,70 @@
+"""The two halves of MFU: the FLOPs a step computes, and the machine's matmul peak.
+
+FLOPs are counted analytically from the padded shapes each side actually ran,
+not read from a profiler, so that ours and the PyTorch peer are counted the
+same way (tests/test_bench.py checks the count against XLA's `cost_analysis`).
+The peak is measured at the start of the same run, because on a shared CPU it
+moves with the load.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+TRAIN_FLOPS_PER_FORWARD = 3  # backward is about twice the forward's matmuls
+
+
+def encoder_forward_flops(config, num_sequences: int, length: int) -> float:
+  """Multiply-adds x 2 of one BERT encoder forward over [num_sequences, length] padded tokens.
+
+  Per layer and token: the Q, K, V and output projections (4 H^2) and the two
+  feed-forward matmuls (2 H I); per layer and sequence: the attention scores
+  QK^T and the context PV (2 L^2 H). Plus the pooler on [CLS]. Embedding
+  lookups, LayerNorm, softmax and GELU are left out: they are memory-bound and
+  small next to the matmuls at these widths (tests/test_bench.py holds XLA's
+  count, which includes them, within 1.15x of this one).
+  """
+  hidden, inner = config.hidden_size, config.intermediate_size
+  tokens = num_sequences * length
+  per_layer = 2.0 * tokens * (4 * hidden * hidden + 2 * hidden * inner) \
+      + 2.0 * 2 * num_sequences * length * length * hidden
+  pooler = 2.0 * num_sequences * hidden * hidden
+  return config.num_hidden_layers * per_layer + pooler
+
+
+def measure_matmul_peak(size: int = 2048, repeats: int = 5) -> dict[str, float]:
+  """Best fp32 GFLOP/s of a size x size matmul in numpy, torch and XLA; "peak" is the best.
+
+  Each library gets one warmup product and then the fastest of `repeats`.
+  """
+  flops = 2.0 * size ** 3
+  rng = np.random.default_rng(0)
+  a = rng.standard_normal((size, size), dtype=np.float32)
+  b = rng.standard_normal((size, size), dtype=np.float32)
+
+  def best(fn: Callable[[], Any]) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+      start = time.perf_counter()
+      fn()
+      times.append(time.perf_counter() - start)
+    return flops / min(times) / 1e9
+
+  rates = {"numpy": best(lambda: a @ b)}
+  try:
+    import torch
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    rates["torch"] = best(lambda: ta @ tb)
+  except ImportError:
+    pass
+  import jax
+  ja, jb = jax.device_put(a), jax.device_put(b)
+  matmul = jax.jit(lambda x, y: x @ y)
+  rates["xla"] = best(lambda: matmul(ja, jb).block_until_ready())
+  rates["peak"] = max(rates.values())
+  return rates
