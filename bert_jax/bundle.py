@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from bert_jax import heads
+from bert_jax import heads, losses as losses_lib, multitask
 from bert_jax.checkpoints import VOCAB_FILE, CheckpointError, read_state_dict
 from bert_jax.config import BertConfig, ConfigError
 from bert_jax.tokenizer import Tokenizer
@@ -71,18 +71,18 @@ class BundleError(CheckpointError):
   """A model bundle that is missing, incomplete, of another format, or inconsistent."""
 
 
-def model_settings(model: heads.MultitaskBert) -> dict[str, Any]:
+def model_settings(model: multitask.MultitaskBert) -> dict[str, Any]:
   """The bundle's record of a MultitaskBert: its fields, dtype as a name ("float32")."""
   settings = {name: getattr(model, name) for name in MODEL_SETTINGS}
   settings["dtype"] = jnp.dtype(model.dtype).name
   return settings
 
 
-def build_model(bert_config: BertConfig, settings: Mapping[str, Any]) -> heads.MultitaskBert:
+def build_model(bert_config: BertConfig, settings: Mapping[str, Any]) -> multitask.MultitaskBert:
   """The MultitaskBert that `settings` (from `model_settings`) describe."""
   values = dict(settings)
   values["dtype"] = jnp.dtype(values["dtype"])
-  return heads.MultitaskBert(config=bert_config, **values)
+  return multitask.MultitaskBert(config=bert_config, **values)
 
 
 def settings_differences(recorded: Mapping[str, Any], wanted: Mapping[str, Any],
@@ -92,9 +92,9 @@ def settings_differences(recorded: Mapping[str, Any], wanted: Mapping[str, Any],
           for name in names if recorded.get(name) != wanted.get(name)]
 
 
-def expected_param_shapes(model: heads.MultitaskBert) -> dict[str, tuple[int, ...]]:
+def expected_param_shapes(model: multitask.MultitaskBert) -> dict[str, tuple[int, ...]]:
   """{'/'-path: shape} of every parameter of `model`, computed without allocating them."""
-  shapes = jax.eval_shape(lambda rng: heads.init_params(model, rng), jax.random.key(0))
+  shapes = jax.eval_shape(lambda rng: multitask.init_params(model, rng), jax.random.key(0))
   return {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(shapes, sep="/").items()}
 
 
@@ -106,7 +106,7 @@ def _host_float32(array: Any) -> np.ndarray:
   return np.asarray(jax.device_get(array), dtype=np.float32)
 
 
-def _check_params(flat: Mapping[str, np.ndarray], model: heads.MultitaskBert, source: str) -> None:
+def _check_params(flat: Mapping[str, np.ndarray], model: multitask.MultitaskBert, source: str) -> None:
   """Raises one BundleError naming every missing, unexpected and mis-shaped parameter."""
   expected = expected_param_shapes(model)
   problems = [f"shape mismatch: {k} expected {expected[k]}, found {tuple(np.shape(flat[k]))}"
@@ -122,7 +122,7 @@ def _check_params(flat: Mapping[str, np.ndarray], model: heads.MultitaskBert, so
                       f"({_describe(model)}):\n  " + "\n  ".join(problems))
 
 
-def _describe(model: heads.MultitaskBert) -> str:
+def _describe(model: multitask.MultitaskBert) -> str:
   return (f"{model.config.num_hidden_layers} layers, hidden {model.config.hidden_size}, "
           f"heads {model.paraphrase_head}/{model.similarity_head}")
 
@@ -131,7 +131,7 @@ def _describe(model: heads.MultitaskBert) -> str:
 class Bundle:
   """A bundle in memory: bundle.json's contents, the built model, its params and tokenizer."""
   metadata: dict[str, Any]
-  model: heads.MultitaskBert
+  model: multitask.MultitaskBert
   params: dict[str, Any]  # nested, float32 numpy: `model.apply({"params": params}, ...)`
   tokenizer: Tokenizer
   directory: pathlib.Path | None = None  # where it was read from, if it was
@@ -145,7 +145,7 @@ class Bundle:
     return int(self.metadata["max_length"])
 
 
-def new_bundle(model: heads.MultitaskBert, params: Mapping[str, Any], tokenizer: Tokenizer, *,
+def new_bundle(model: multitask.MultitaskBert, params: Mapping[str, Any], tokenizer: Tokenizer, *,
                max_length: int, dev_scores: Mapping[str, float] | None = None,
                data: Mapping[str, Any] | None = None, base_checkpoint: str | None = None,
                evaluation: Mapping[str, Any] | None = None,
@@ -392,7 +392,7 @@ class TrainedModel:
 
   def predict_sst(self, sentences: Sequence[str]) -> np.ndarray:
     """[N] int32 sentiment classes, 0 (negative) .. 4 (positive): what the trainer scores."""
-    return np.asarray(heads.predict("sst", self.sst_logits(sentences)))
+    return np.asarray(losses_lib.predict("sst", self.sst_logits(sentences)))
 
   def paraphrase_logits(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
     """[N] float32 paraphrase logits."""
@@ -409,11 +409,11 @@ class TrainedModel:
   def predict_paraphrase(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
     """[N] int32 0/1 labels: logit > 0, exactly what the trainer scores (a float32
     probability rounds to 0.5 for tiny logits, so the logit decides, not `paraphrase`)."""
-    return np.asarray(heads.predict("para", self.paraphrase_logits(pairs)))
+    return np.asarray(losses_lib.predict("para", self.paraphrase_logits(pairs)))
 
   def similarity(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
     """[N] float32 similarity on the STS scale, clipped to [0, 5]."""
-    return np.asarray(heads.predict("sts", self._pair_outputs("sts", pairs)))
+    return np.asarray(losses_lib.predict("sts", self._pair_outputs("sts", pairs)))
 
   # ---- batching ----
 

@@ -23,7 +23,7 @@ from safetensors import numpy as safetensors_numpy
 import bert_jax
 from bert_jax import bundle as bundle_lib
 from bert_jax import checkpoints as bert_checkpoints
-from bert_jax import heads
+from bert_jax import multitask
 from data_prep.builders.cs224n_quora import validation_fold
 from tests.test_train import REPO_ROOT, tiny_config
 from train import metrics as metrics_lib
@@ -138,8 +138,8 @@ def test_empty_and_malformed_inputs(model):
 def test_cross_encoder_and_cosine_heads_read_pairs_as_they_were_trained(tiny_world, tmp_path):
   """A cross head reads "[CLS] a [SEP] b [SEP]"; a parameterless cosine head is bundled without params."""
   loaded = bert_checkpoints.load_hf_checkpoint(tiny_world["checkpoint"])
-  model = heads.MultitaskBert(loaded.config, paraphrase_head="cross", similarity_head="cosine")
-  params = heads.init_params(model, jax.random.key(3), pretrained_bert=loaded.params)
+  model = multitask.MultitaskBert(loaded.config, paraphrase_head="cross", similarity_head="cosine")
+  params = multitask.init_params(model, jax.random.key(3), pretrained_bert=loaded.params)
   assert "similarity" not in params
   saved = bundle_lib.save_bundle(bundle_lib.new_bundle(model, params, loaded.tokenizer, max_length=48),
                                  tmp_path / "cross")
@@ -159,8 +159,8 @@ def test_cross_encoder_and_cosine_heads_read_pairs_as_they_were_trained(tiny_wor
 def test_default_heads_scalar_params_round_trip(tiny_world, tmp_path):
   """The default preset's cosine paraphrase head has 0-d params (scale, bias); they reload 0-d and predict alike."""
   loaded = bert_checkpoints.load_hf_checkpoint(tiny_world["checkpoint"])
-  model = heads.MultitaskBert(loaded.config, paraphrase_head="cosine", similarity_head="cosine")
-  params = heads.init_params(model, jax.random.key(4), pretrained_bert=loaded.params)
+  model = multitask.MultitaskBert(loaded.config, paraphrase_head="cosine", similarity_head="cosine")
+  params = multitask.init_params(model, jax.random.key(4), pretrained_bert=loaded.params)
   assert np.shape(params["paraphrase"]["scale"]) == ()
   saved = bundle_lib.save_bundle(bundle_lib.new_bundle(model, params, loaded.tokenizer, max_length=48),
                                  tmp_path / "cosine")

@@ -4,6 +4,8 @@ import glob
 import importlib
 import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -45,6 +47,11 @@ PROBED = [
     ("optim.schedule", "linear", "one of ['warmup_linear'"),
     ("num_epochs", True, "an integer"),  # a bool is not a count
     ("optim.eps", float("nan"), "a finite number > 0"),
+    ("best_metric", "overall", "one of ['sst_accuracy', 'para_accuracy', 'sts_pearson', 'overall_mean', "
+                               "'overall_cs224n']"),
+    ("task_schedule", "random", "one of ['sequential', 'round_robin']"),
+    ("frozen_stage.optim.learning_rate", 0.0, "a finite number > 0"),
+    ("frozen_stage.optim.freeze", ("(",), "valid regular expressions"),
 ]
 
 
@@ -114,3 +121,24 @@ def test_fields_that_must_agree():
   config = default.get_config()
   config.loss_weights.ssst = 1.0  # a typo would otherwise be ignored silently
   assert "['ssst'] would be ignored" in _bad_fields(config)["loss_weights"].expected
+
+
+def _cli(*args):
+  env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+  return subprocess.run([sys.executable, "-m", "train.main", *args, "--dry_run"], cwd=REPO_ROOT, env=env,
+                        capture_output=True, text=True, timeout=120)
+
+
+def test_best_metric_is_a_declared_field_the_command_line_sets(tmp_path):
+  assert default.get_config().best_metric == "overall_mean"
+  chosen = _cli("--config.best_metric=overall_cs224n", f"--workdir={tmp_path}")
+  assert chosen.returncode == 0, chosen.stderr[-3000:]
+  assert "best_metric: overall_cs224n" in chosen.stdout
+  bad = _cli("--config.best_metric=overall", f"--workdir={tmp_path}")
+  assert bad.returncode == 1
+  assert "config.best_metric='overall': expected one of ['sst_accuracy'" in bad.stderr, bad.stderr[-3000:]
+
+
+def test_the_frozen_stage_optimizer_is_checked_like_the_main_one():
+  frozen_fields = {f for f in config_validation.RULES if f.startswith("frozen_stage.optim.")}
+  assert frozen_fields == {f"frozen_stage.{f}" for f in config_validation.RULES if f.startswith("optim.")}

@@ -25,6 +25,6 @@ def test_preset_builds_and_documents_its_command_line(name):
   assert f"--config=train/configs/{name}.py" in module.__doc__ or name == "default"
   assert config.model.paraphrase_head in heads.PAIR_HEADS
   assert config.model.similarity_head in heads.PAIR_HEADS
-  assert config.schedule in ("sequential", "round_robin")
+  assert config.task_schedule in ("sequential", "round_robin")
   if config.pcgrad.enabled:
-    assert config.schedule == "round_robin", "PCGrad needs every task's gradient in each step"
+    assert config.task_schedule == "round_robin", "PCGrad needs every task's gradient in each step"

@@ -126,7 +126,7 @@ def test_unknown_schedule_or_proportions(splits):
     make(splits, schedule="random")
   with pytest.raises(ValueError, match="proportions='uniform'"):
     make(splits, proportions="uniform")
-  assert sampler_lib.SCHEDULES == ("sequential", "round_robin")
+  assert sampler_lib.TASK_SCHEDULES == ("sequential", "round_robin")
 
 
 def _examples_per_epoch(sampler, task):

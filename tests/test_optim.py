@@ -7,8 +7,8 @@ import numpy as np
 import optax
 import pytest
 
-from train.optim import (count_params, create_learning_rate_schedule, create_optimizer,
-                         decay_mask, default_optim_config, default_pcgrad_config, param_paths,
+from train.configs import default
+from train.optim import (create_learning_rate_schedule, create_optimizer, decay_mask, param_paths,
                          trainable_labels, trainable_labels_flat)
 from train.pcgrad import find_pcgrad_state, pcgrad_combine
 
@@ -44,9 +44,9 @@ def flat_paths(tree):
 
 def make_config(**optim_overrides):
   config = ml_collections.ConfigDict()
-  config.optim = default_optim_config()
+  config.optim = default.get_config().optim
   config.optim.update(optim_overrides)
-  config.pcgrad = default_pcgrad_config()
+  config.pcgrad = default.get_config().pcgrad
   return config
 
 
@@ -74,13 +74,6 @@ def test_trainable_labels_from_freeze_regexes():
     trainable_labels(params, ("^bret/",))
   with pytest.raises(ValueError, match="not a valid regex"):
     trainable_labels(params, ("(",))
-
-
-def test_count_params():
-  counts = count_params(random_tree(0), ("^bert/",))
-  head = 8 * 5 + 5
-  total = 8 + 8 + 16 * 8 + 2 * (8 * 8 + 8) + 8 + 8 + head
-  assert counts == {"total": total, "trainable": head, "frozen": total - head}
 
 
 def test_weight_decay_moves_only_decayed_params():

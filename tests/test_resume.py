@@ -21,6 +21,7 @@ import pytest
 
 from tests.test_train import REPO_ROOT, tiny_config
 from train import config_changes, optim, train
+from train.configs import default
 from train.metric_writer import read_metrics
 from train.workdir_lock import WorkdirInUseError, WorkdirLock, lock_path
 
@@ -108,6 +109,58 @@ def test_check_resume_rules():
                                 step=1, where="here", defaults=defaults)
 
 
+def _old_layout(config_json: dict) -> dict:
+  """A config as checkpoints stored it before `schedule` became `task_schedule` and
+  `frozen_stage.learning_rate` the section `frozen_stage.optim`."""
+  saved = json.loads(json.dumps(config_json))
+  saved["schedule"] = saved.pop("task_schedule")
+  saved["frozen_stage"]["learning_rate"] = saved["frozen_stage"].pop("optim")["learning_rate"]
+  return saved
+
+
+def test_a_config_saved_under_the_old_field_names_compares_in_the_new_ones():
+  defaults = config_changes.config_as_json(default.get_config())
+
+  def check(saved_config, config):
+    saved = _old_layout(config_changes.config_as_json(saved_config))
+    return config_changes.check_resume(saved, config, stage="main", step=2, where="here", defaults=defaults)
+
+  def with_weight_decay(frozen_enabled, frozen_weight_decay=0.01):
+    config = default.get_config()
+    config.optim.weight_decay = 0.1
+    config.frozen_stage.enabled = frozen_enabled
+    config.frozen_stage.optim.weight_decay = frozen_weight_decay
+    return config
+
+  assert check(default.get_config(), default.get_config()) == {}
+  sequential = default.get_config()
+  sequential.task_schedule = "sequential"
+  with pytest.raises(config_changes.ConfigChangedError, match='task_schedule: "sequential" -> "round_robin"'):
+    check(sequential, default.get_config())
+  # An enabled frozen stage trained with the saved `optim` at its own rate; a disabled one never ran.
+  assert check(with_weight_decay(True, 0.1), with_weight_decay(True, 0.1)) == {}
+  with pytest.raises(config_changes.ConfigChangedError, match=r"frozen_stage.optim.weight_decay: 0.1 -> 0.01"):
+    check(with_weight_decay(True, 0.1), with_weight_decay(True))
+  assert check(with_weight_decay(False), with_weight_decay(False)) == {}
+
+
+def test_a_workdir_written_under_the_old_field_names_resumes(tiny_world, finished_run, tmp_path, capsys):
+  from train import checkpointing
+  workdir = _copy(finished_run, tmp_path, drop_step=4)
+  for progress_file in (workdir / "checkpoints" / "main").glob("*/progress/metadata"):
+    progress = json.loads(progress_file.read_text())
+    progress["config"] = _old_layout(progress["config"])
+    progress[checkpointing.INTEGRITY_KEY]["progress_sha256"] = checkpointing._progress_digest(progress)
+    progress_file.write_text(json.dumps(progress))
+  capsys.readouterr()
+  train.train_and_evaluate(tiny_config(tiny_world, tmp_path, num_epochs=1), str(workdir))
+  assert "resumed from step 2 of 4" in capsys.readouterr().out
+  assert _train_steps(workdir) == [1, 2, 3, 4]
+  saved = json.loads((workdir / "checkpoints" / "main" / "4" / "progress" / "metadata").read_text())["config"]
+  assert saved["task_schedule"] == "round_robin" and "schedule" not in saved  # stored in the new layout
+  assert json.loads((workdir / "results.json").read_text())["config_history"] == {"main": []}  # no change
+
+
 # ---- more epochs -------------------------------------------------------------------------------
 
 
@@ -130,7 +183,7 @@ def test_raising_num_epochs_continues_a_finished_run(tiny_world, finished_run, t
 
 
 def test_segmented_schedule_restarts_the_configured_schedule_per_segment():
-  config = ml_collections.ConfigDict(dict(optim.default_optim_config().to_dict(), learning_rate=1.0,
+  config = ml_collections.ConfigDict(dict(default.get_config().optim.to_dict(), learning_rate=1.0,
                                           warmup_steps=-1, warmup_fraction=0.25))
   segmented = train.segmented_schedule(config, [8, 12])
   first, added = optim.create_learning_rate_schedule(config, 8), optim.create_learning_rate_schedule(config, 4)

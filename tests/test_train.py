@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 
 from bert_jax import checkpoints as bert_checkpoints
-from bert_jax import heads
+from bert_jax import multitask
+from bert_jax.tasks import TASKS
 from train import metrics as metrics_lib
 from train import optim, steps, train
 from train.configs import default
@@ -63,10 +64,10 @@ def tiny_config(world, tmp_path, **overrides) -> ml_collections.ConfigDict:
 def build_step(config, parallel, params_like, data, *, freeze=()):
   """The trainer's own pieces, for tests that drive steps directly."""
   trainer_model = train.build_model(config, bert_checkpoints.load_hf_checkpoint(config.checkpoint).config)
-  tx = optim.create_optimizer(config, 10, task_names=train.TASKS)
+  tx = optim.create_optimizer(config, 10, task_names=TASKS)
   frozen = frozenset(p for p, label in optim.trainable_labels_flat(params_like, freeze).items()
                      if label == "frozen")
-  step = steps.make_train_step(trainer_model, tx, task_order=train.TASKS, compile_fn=parallel.compile,
+  step = steps.make_train_step(trainer_model, tx, task_order=TASKS, compile_fn=parallel.compile,
                                frozen_paths=frozen, per_task_gradients=config.pcgrad.enabled)
   return trainer_model, tx, step
 
@@ -83,7 +84,7 @@ def _initial_params(config, loaded, data):
   model = train.build_model(config, loaded.config)
   # A copy: the train step donates the state, and with it these buffers.
   pretrained = jax.tree.map(jnp.copy, loaded.params)
-  return heads.init_params(model, jax.random.key(1), data.example_batches(), pretrained_bert=pretrained)
+  return multitask.init_params(model, jax.random.key(1), data.example_batches(), pretrained_bert=pretrained)
 
 
 def _run_steps(config, mode, num_devices, loaded, data, num_steps=3, freeze=()):
@@ -92,7 +93,7 @@ def _run_steps(config, mode, num_devices, loaded, data, num_steps=3, freeze=()):
   before = jax.device_get(params)  # host copies: the device buffers are donated to the step
   _, tx, step = build_step(config, parallel, params, data, freeze=freeze)
   state = parallel.replicate(TrainState.create(params, tx))
-  stream = data.train_stream(schedule=config.schedule, proportions=config.proportions,
+  stream = data.train_stream(schedule=config.task_schedule, proportions=config.proportions,
                              batch_size=config.batch_size, num_epochs=1, seed=0, num_devices=8)
   for i in range(num_steps):
     batches = {t: parallel.put_batch(b) for t, b in next(stream).items()}
@@ -237,7 +238,7 @@ def test_frozen_stage_trains_heads_only_and_keeps_the_better_stage(tiny_world, t
   workdir = tmp_path / "run"
   config = tiny_config(tiny_world, tmp_path, num_epochs=1, **{
       "frozen_stage.enabled": True, "frozen_stage.epochs_per_task": 1,
-      "frozen_stage.learning_rate": 1e-3})
+      "frozen_stage.optim.learning_rate": 1e-3})
   train.train_and_evaluate(config, str(workdir))
   results = json.loads((workdir / "results.json").read_text())
   assert results["best_stage"] in ("main", "frozen_stage")
@@ -253,3 +254,16 @@ def test_frozen_stage_trains_heads_only_and_keeps_the_better_stage(tiny_world, t
     np.testing.assert_array_equal(_flat(frozen_last["bert"])[key], value, err_msg=key)
   assert any(not np.array_equal(_flat(main_best["sentiment"])[k], v)
              for k, v in _flat(frozen_last["sentiment"]).items())
+
+
+def test_eval_every_epochs_evaluates_every_nth_epoch_and_at_the_end(tiny_world, tmp_path):
+  from train.checkpointing import RunCheckpoints
+  from train.metric_writer import read_metrics
+  workdir = tmp_path / "run"
+  config = tiny_config(tiny_world, tmp_path, num_epochs=3, eval_every_epochs=2, checkpoint_every_steps=100)
+  train.train_and_evaluate(config, str(workdir))
+  evals = [r for r in read_metrics(str(workdir / "metrics.jsonl")) if r["kind"] == "eval"]
+  assert [r["step"] for r in evals] == [8, 12]  # epoch 2, and the last step (epoch 3); 4 steps an epoch
+  checkpoints = RunCheckpoints(str(workdir / "checkpoints" / "main"), async_save=False)
+  assert checkpoints.best_step() == max(evals, key=lambda r: r["dev/overall_mean"])["step"]
+  checkpoints.close()

@@ -18,10 +18,13 @@ JSON progress item). A resume compares the current config with it field by field
 
 A new field that the saved config lacks counts as unchanged when it holds its
 default (train/configs/default.py): the code that wrote the checkpoint behaved so.
+A field renamed or moved since is read in its new place first (`upgrade_saved_config`),
+so a workdir written under the old name resumes.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -59,6 +62,30 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
   for key, value in tree.items():
     flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
   return flat
+
+
+def upgrade_saved_config(saved: Mapping) -> dict:
+  """A saved config in today's layout, holding what the run that saved it trained with.
+
+  * `schedule` (the task order) is `task_schedule`: it shared its name with the
+    learning rate's `optim.schedule`.
+  * `frozen_stage.learning_rate` became the section `frozen_stage.optim`. A run with the
+    frozen stage enabled trained it with the saved `optim`, that learning rate, a constant
+    schedule without warmup and the encoder frozen, which is what the section gets. A run
+    with it disabled never used it: the section is left out, and counts as its default.
+  """
+  upgraded = copy.deepcopy(dict(saved))
+  if "schedule" in upgraded and "task_schedule" not in upgraded:
+    upgraded["task_schedule"] = upgraded.pop("schedule")
+  frozen = upgraded.get("frozen_stage")
+  if isinstance(frozen, Mapping) and "learning_rate" in frozen and "optim" not in frozen:
+    frozen = dict(frozen)
+    learning_rate = frozen.pop("learning_rate")
+    if frozen.get("enabled") and isinstance(upgraded.get("optim"), Mapping):
+      frozen["optim"] = dict(upgraded["optim"], learning_rate=learning_rate, schedule="constant",
+                             warmup_steps=0, freeze=["^bert/"])
+    upgraded["frozen_stage"] = frozen
+  return upgraded
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -103,7 +130,8 @@ def check_resume(saved: Mapping, config: ml_collections.ConfigDict, *, stage: st
   if unknown:
     raise ConfigChangedError(f"resume_with_changes names {unknown}, which are not config fields; "
                              f"expected dotted names such as 'optim.learning_rate'")
-  changed = {k: v for k, v in differences(saved, current, defaults).items() if k not in FREE_FIELDS}
+  changed = {k: v for k, v in differences(upgrade_saved_config(saved), current, defaults).items()
+             if k not in FREE_FIELDS}
   refused, lowered = [], []
   for key, (old, new) in changed.items():
     if key in CONTINUATION_FIELDS and isinstance(old, int) and isinstance(new, int):

@@ -29,7 +29,7 @@ from typing import Any
 
 import ml_collections
 
-from bert_jax import heads
+from bert_jax import heads, losses as losses_lib, multitask, tasks
 from data_prep import pipeline, sampler
 from train import data as task_data
 from train import metrics, optim, parallel
@@ -172,6 +172,21 @@ def directory_or_empty() -> Check:
 
 # ---- the rules ------------------------------------------------------------------------------------
 
+# An optimizer section: config.optim, and config.frozen_stage.optim (the frozen stage's own).
+OPTIM_RULES: dict[str, Check] = {
+    "learning_rate": number(min=0, min_open=True),
+    "schedule": one_of(optim.SCHEDULES),  # the learning rate's; the task order is task_schedule
+    "warmup_steps": integer(),  # < 0: warmup_fraction of all steps
+    "warmup_fraction": number(min=0, max=1),
+    "end_learning_rate_fraction": number(min=0, max=1),
+    "b1": number(min=0, max=1, max_open=True),
+    "b2": number(min=0, max=1, max_open=True),
+    "eps": number(min=0, min_open=True),
+    "weight_decay": number(min=0),
+    "clip_norm": number(),  # <= 0: no clipping
+    "freeze": regexes(),
+}
+
 RULES: dict[str, Check] = {
     "name": text(nonempty=True),
     "seed": integer(),
@@ -191,14 +206,14 @@ RULES: dict[str, Check] = {
     "data.extra_sts": one_of(task_data.EXTRA_STS),
     "data.para_fraction": number(min=0, max=1),
     "data.skip_bad_rows": boolean(),
-    "model.sentiment_pooling": one_of(heads.POOLINGS),
-    "model.pair_pooling": one_of(heads.POOLINGS),
+    "model.sentiment_pooling": one_of(multitask.POOLINGS),
+    "model.pair_pooling": one_of(multitask.POOLINGS),
     "model.paraphrase_head": one_of(heads.PAIR_HEADS),
     "model.similarity_head": one_of(heads.PAIR_HEADS),
     "model.share_para_sts": boolean(),
     "model.head_dropout": number(min=0, max=1, max_open=True),
     "model.head_hidden_dim": integer(min=0),
-    "schedule": one_of(sampler.SCHEDULES),
+    "task_schedule": one_of(sampler.TASK_SCHEDULES),
     "proportions": one_of(sampler.PROPORTIONS),
     "batch_size": integer(min=1),
     "eval_batch_size": integer(min=1),
@@ -207,33 +222,22 @@ RULES: dict[str, Check] = {
     "loss_weights.sst": number(min=0),
     "loss_weights.para": number(min=0),
     "loss_weights.sts": number(min=0),
-    "similarity_loss": one_of(heads.SIMILARITY_LOSSES),
+    "similarity_loss": one_of(losses_lib.SIMILARITY_LOSSES),
     "best_metric": one_of(SCORE_NAMES),
-    "optim.learning_rate": number(min=0, min_open=True),
-    "optim.schedule": one_of(optim.SCHEDULES),
-    "optim.warmup_steps": integer(),  # < 0: warmup_fraction of all steps
-    "optim.warmup_fraction": number(min=0, max=1),
-    "optim.end_learning_rate_fraction": number(min=0, max=1),
-    "optim.b1": number(min=0, max=1, max_open=True),
-    "optim.b2": number(min=0, max=1, max_open=True),
-    "optim.eps": number(min=0, min_open=True),
-    "optim.weight_decay": number(min=0),
-    "optim.clip_norm": number(),  # <= 0: no clipping
-    "optim.freeze": regexes(),
+    **{f"optim.{field}": check for field, check in OPTIM_RULES.items()},
     "pcgrad.enabled": boolean(),
-    "pcgrad.tasks": subset_of(heads.TASKS),
+    "pcgrad.tasks": subset_of(tasks.TASKS),
     "pcgrad.reduction": one_of(pcgrad.REDUCTIONS),
     "frozen_stage.enabled": boolean(),
     "frozen_stage.epochs_per_task": integer(min=1),
-    "frozen_stage.learning_rate": number(min=0, min_open=True),
+    **{f"frozen_stage.optim.{field}": check for field, check in OPTIM_RULES.items()},
     "parallel.mode": one_of(parallel.MODES),
     "parallel.num_devices": integer(min=0),  # 0: every local device
     "log_every_steps": integer(min=1),
     "checkpoint_every_steps": integer(min=1),
     "eval_every_epochs": integer(min=1),
     "compilation_cache_dir": text(),
-    "resume_with_changes": regexes(),  # dotted field names; train/config_changes.py checks they exist
-    "resume_with_changes": names(),
+    "resume_with_changes": names(),  # dotted field names; train/config_changes.py checks they exist
     "conflicts.method": one_of(conflicts_registry.METHOD_NAMES),
     # conflicts.<method>.<option>: of its registered default's kind.
     **{f"conflicts.{name}.{option}": like(value) for name, method in conflicts_registry.METHODS.items()
@@ -254,9 +258,9 @@ def _get(config: Any, path: str) -> tuple[bool, Any]:
 def _loss_weight_tasks(config) -> Iterable[Problem]:
   found, weights = _get(config, "loss_weights")
   if found:
-    unknown = sorted(set(weights.keys()) - set(heads.TASKS))
+    unknown = sorted(set(weights.keys()) - set(tasks.TASKS))
     if unknown:
-      yield Problem("loss_weights", dict(weights), f"weights only for the tasks {list(heads.TASKS)}; "
+      yield Problem("loss_weights", dict(weights), f"weights only for the tasks {list(tasks.TASKS)}; "
                     f"{unknown} would be ignored")
     values = [v for v in weights.values() if _is_number(v)]
     if values and len(values) == len(weights) and not any(values):
@@ -312,7 +316,7 @@ def problems(config: ml_collections.ConfigDict) -> list[Problem]:
   for path, check in RULES.items():
     found, value = _get(config, path)
     if not found:
-      continue  # presets may leave out optional fields (best_metric, init_from)
+      continue  # a config built by hand may leave out optional fields (init_from, best_metric)
     expected = check(value)
     if expected is not None:
       found_problems.append(Problem(path, value, expected))

@@ -56,8 +56,8 @@ class TaskData:
     for task in pipeline.TASKS:
       splits[task] = {}
       for split in SPLITS:
-        sources = pipeline.task_sources(task, split, cfimdb=EXTRA_SST[data.extra_sst],
-                                        sick=EXTRA_STS[data.extra_sts], quora_split=data.quora_split)
+        sources = pipeline.task_splits(task, split, cfimdb=EXTRA_SST[data.extra_sst],
+                                       sick=EXTRA_STS[data.extra_sts], quora_split=data.quora_split)
         splits[task][split] = pipeline.load_task_split(
             task, sources, tokenizer, max_length=data.max_length, pair_encoding=encodings[task],
             tfds_dir=data.tfds_dir or None, cache_dir=data.cache_dir or None,

@@ -34,7 +34,9 @@ from typing import Any
 
 from absl import app, flags, logging
 
-# Hub ids of the checkpoint names bert_jax resolves itself (bert_jax.checkpoints).
+from train.config_changes import flatten as flatten_config
+
+# Hub ids of the checkpoint names bert_jax resolves itself (bert_jax.checkpoint_files).
 KNOWN_HUB_IDS = {"minilm-l6": "sentence-transformers/all-MiniLM-L6-v2"}
 # Config fields that say where files were on the training machine, not how the model
 # was trained: left out of the card (they would also publish local paths).
@@ -49,16 +51,6 @@ class ExportError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- the model card
-
-
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, Mapping):
-      flat.update(_flatten(value, f"{prefix}{key}."))
-    else:
-      flat[f"{prefix}{key}"] = value
-  return flat
 
 
 def _comparable(value: Any) -> Any:
@@ -78,8 +70,8 @@ def config_changes(config: Mapping[str, Any]) -> tuple[str, list[tuple[str, Any,
   except ImportError:
     module = importlib.import_module("train.configs.default")
     base_name = "default"
-  defaults = _flatten(_comparable(module.get_config().to_dict()))
-  recorded = _flatten(_comparable(dict(config)))
+  defaults = flatten_config(_comparable(module.get_config().to_dict()))
+  recorded = flatten_config(_comparable(dict(config)))
   # Fields the preset gained after the run are not in the recorded config: not a change the run made.
   changes = [(field, value, defaults.get(field, "(not in the preset)"))
              for field, value in sorted(recorded.items())
@@ -162,14 +154,14 @@ def model_card(metadata: Mapping[str, Any]) -> str:
 
 def _hub_for_push(repo_id: str):
   """The huggingface_hub module, if a push can work at all; checked before anything is written."""
-  from bert_jax import checkpoints  # pylint: disable=import-outside-toplevel
+  from bert_jax import checkpoint_files  # pylint: disable=import-outside-toplevel
   try:
     import huggingface_hub  # pylint: disable=import-outside-toplevel
   except ImportError:
     raise ExportError(f"--push_to_hub={repo_id}: huggingface_hub is not installed (pip install "
                       "huggingface_hub); nothing was written. Export without --push_to_hub, then upload "
                       "the directory yourself.") from None
-  if checkpoints._hub_offline():  # pylint: disable=protected-access
+  if checkpoint_files.hub_offline():
     raise ExportError(f"--push_to_hub={repo_id}: HF_HUB_OFFLINE is set, so the hub cannot be reached; "
                       "nothing was written. Unset it when online, or export without --push_to_hub.")
   return huggingface_hub
@@ -240,10 +232,8 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
   """Console-script entry point (`bert-jax-export`)."""
-  define_flags()
   from train import script_help  # pylint: disable=import-outside-toplevel
-  script_help.list_flags_in_help(__name__)  # so that `bert-jax-export --help` lists them
-  app.run(main)
+  script_help.run_script(__name__, define_flags, main)
 
 
 if __name__ == "__main__":

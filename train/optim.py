@@ -37,6 +37,7 @@ import jax
 import ml_collections
 import optax
 
+from bert_jax.tasks import TASKS
 from train.conflicts import registry
 
 PyTree = Any
@@ -47,32 +48,6 @@ TRAINABLE, FROZEN = "trainable", "frozen"
 # decay on biases or LayerNorm parameters, whose scale carries no capacity to
 # regularise and whose shrinkage towards zero only hurts.
 _NO_DECAY_COMPONENT = re.compile(r"(?i)^layer_?norm")
-
-
-def default_optim_config() -> ml_collections.ConfigDict:
-  """Defaults for `config.optim` (train/configs/default.py copies these)."""
-  return ml_collections.ConfigDict(dict(
-      learning_rate=5e-5,
-      schedule="warmup_linear",  # one of SCHEDULES
-      warmup_steps=-1,  # < 0: use warmup_fraction * total_steps
-      warmup_fraction=0.1,
-      end_learning_rate_fraction=0.0,  # final lr = learning_rate * this
-      b1=0.9,
-      b2=0.999,
-      eps=1e-8,
-      weight_decay=0.01,  # decoupled (AdamW), scaled by the learning rate as in PyTorch
-      clip_norm=1.0,  # global-norm clipping of trainable grads; <= 0 disables
-      freeze=(),  # regexes searched in '/'-joined param paths, e.g. ("^bert/",)
-  ))
-
-
-def default_pcgrad_config() -> ml_collections.ConfigDict:
-  """Defaults for `config.pcgrad`."""
-  return ml_collections.ConfigDict(dict(
-      enabled=False,
-      tasks=(),  # task names to project; () projects every task
-      reduction="sum",  # "sum" (paper) or "mean" over tasks
-  ))
 
 
 def _key_name(key) -> str:
@@ -136,14 +111,6 @@ def trainable_labels_flat(params: PyTree, freeze_regexes: str | Sequence[str]) -
   return dict(zip(jax.tree.leaves(param_paths(params)), jax.tree.leaves(labels)))
 
 
-def count_params(params: PyTree, freeze: str | Sequence[str] = ()) -> dict[str, int]:
-  """{"total", "trainable", "frozen"} scalar-parameter counts under `freeze` regexes."""
-  labels = jax.tree.leaves(trainable_labels(params, freeze))
-  sizes = [int(leaf.size) for leaf in jax.tree.leaves(params)]
-  trainable = sum(s for s, label in zip(sizes, labels) if label == TRAINABLE)
-  return {"total": sum(sizes), "trainable": trainable, "frozen": sum(sizes) - trainable}
-
-
 def _warmup_steps(optim_config: ml_collections.ConfigDict, total_steps: int) -> int:
   if optim_config.warmup_steps >= 0:
     warmup = int(optim_config.warmup_steps)
@@ -189,7 +156,7 @@ def uses_per_task_gradients(config: ml_collections.ConfigDict) -> bool:
 
 
 def create_optimizer(config: ml_collections.ConfigDict, total_steps: int,
-                     task_names: Sequence[str] = ("sst", "para", "sts"),
+                     task_names: Sequence[str] = TASKS,
                      learning_rate_schedule: optax.Schedule | None = None,
                      ) -> optax.GradientTransformationExtraArgs:
   """The training optimizer from `config.optim` and (optional) `config.conflicts` / `config.pcgrad`.

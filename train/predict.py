@@ -36,7 +36,7 @@ from typing import Any, TextIO
 
 from absl import app, flags, logging
 
-TASKS = ("sst", "para", "sts")
+from bert_jax.tasks import TASKS  # a module without imports: --help stays fast
 
 STDIN_NAME = "<stdin>"
 
@@ -123,6 +123,7 @@ def predict_examples(trained, task: str, examples: list[dict], *, labeled: bool,
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   from bert_jax import heads  # pylint: disable=import-outside-toplevel
+  from bert_jax import losses as losses_lib  # pylint: disable=import-outside-toplevel
   from data_prep import bucketing, tokenized  # pylint: disable=import-outside-toplevel
   from data_prep.packing import PackingSpec  # pylint: disable=import-outside-toplevel
   from train import metrics as metrics_lib  # pylint: disable=import-outside-toplevel
@@ -172,7 +173,7 @@ def predict_examples(trained, task: str, examples: list[dict], *, labeled: bool,
       answered[batch["index"][real]] = True
     if not answered.all():
       raise RuntimeError(f"{source}: {int((~answered).sum())} of {len(examples)} examples got no prediction")
-  predictions = np.asarray(heads.predict(task, outputs))
+  predictions = np.asarray(losses_lib.predict(task, outputs))
   seconds = time.perf_counter() - start
   score = None
   if labeled and examples:
@@ -285,10 +286,8 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
   """Console-script entry point (`bert-jax-predict`)."""
-  define_flags()
   from train import script_help  # pylint: disable=import-outside-toplevel
-  script_help.list_flags_in_help(__name__)  # so that `bert-jax-predict --help` lists them
-  app.run(main)
+  script_help.run_script(__name__, define_flags, main)
 
 
 if __name__ == "__main__":

@@ -27,13 +27,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bert_jax import heads
+from bert_jax import losses as losses_lib, multitask
+from bert_jax.batch import Batch
+from bert_jax.tasks import TASK_METHODS
 from train.conflicts import engine as conflicts_engine
 from train.conflicts import pcgrad
 from train.state import TrainState
 
-Batch = Mapping[str, jax.Array]
-TASK_METHODS = {"sst": "sentiment", "para": "paraphrase", "sts": "similarity"}
 
 
 def split_params(params: Any, frozen_paths: frozenset[str]) -> tuple[dict, dict]:
@@ -48,7 +48,7 @@ def merge_params(trainable: dict, frozen: dict) -> Any:
   return flax.traverse_util.unflatten_dict({**trainable, **frozen}, sep="/")
 
 
-def make_task_gradient(model: heads.MultitaskBert, task: str, *, task_index: int,
+def make_task_gradient(model: multitask.MultitaskBert, task: str, *, task_index: int,
                        frozen_paths: frozenset[str], loss_weight: float = 1.0,
                        similarity_loss: str = "mse", axis_name: str | None = None) -> Callable:
   """`(params, batch, rng) -> (gradient of the trainable params, loss, metrics)` for one task.
@@ -61,7 +61,7 @@ def make_task_gradient(model: heads.MultitaskBert, task: str, *, task_index: int
     params = merge_params(trainable, jax.lax.stop_gradient(frozen))
     outputs = model.apply({"params": params}, batch, deterministic=False, rngs={"dropout": rng},
                           method=TASK_METHODS[task])
-    loss, metrics = heads.task_loss(task, outputs, batch, similarity_loss=similarity_loss)
+    loss, metrics = losses_lib.task_loss(task, outputs, batch, similarity_loss=similarity_loss)
     if axis_name is None:
       return loss_weight * loss, (loss, metrics)
     # task_loss is the weighted mean over this device's examples. Rescaling by the
@@ -119,10 +119,11 @@ def make_apply_gradients(tx: optax.GradientTransformationExtraArgs, *, task_orde
   from then on leaves params and optimizer state as they were. It is a
   `lax.cond`, not an elementwise `where(healthy, new, old)`: the `where` kept
   both versions of every buffer alive, so XLA copied the whole optimizer state
-  and read it once more every step (~100 ms of a 190 ms apply on CPU for
-  all-MiniLM-L6). The sum's norm is the one clipping needs anyway; a NaN or inf
-  in any task's gradient reaches it. Which task failed is worked out only on the
-  failure branch.
+  and read it once more every step, where the apply is otherwise a few
+  elementwise passes over that state (bench/README.md, "Figures taken out of
+  the code", has what it cost and the command that measures it). The sum's
+  norm is the one clipping needs anyway; a NaN or inf in any task's gradient
+  reaches it. Which task failed is worked out only on the failure branch.
   """
   def apply_gradients(state: TrainState, grads: Mapping[str, dict], losses: Mapping[str, jax.Array],
                       rng: jax.Array):
@@ -183,7 +184,7 @@ class TrainStep:
     return state, {"loss": losses, "task": task_metrics, **metrics}
 
 
-def make_train_step(model: heads.MultitaskBert, tx: optax.GradientTransformationExtraArgs, *,
+def make_train_step(model: multitask.MultitaskBert, tx: optax.GradientTransformationExtraArgs, *,
                     task_order: Sequence[str], compile_fn: Callable[..., Callable],
                     frozen_paths: frozenset[str] = frozenset(),
                     loss_weights: Mapping[str, float] | None = None, similarity_loss: str = "mse",
@@ -212,7 +213,7 @@ def make_train_step(model: heads.MultitaskBert, tx: optax.GradientTransformation
   return TrainStep(task_gradients, apply_gradients)
 
 
-def make_predict_step(model: heads.MultitaskBert, task: str) -> Callable[[Any, Batch], jax.Array]:
+def make_predict_step(model: multitask.MultitaskBert, task: str) -> Callable[[Any, Batch], jax.Array]:
   """`(params, batch) -> model outputs` for one task, dropout off."""
   def predict_step(params, batch):
     return model.apply({"params": params}, batch, deterministic=True, method=TASK_METHODS[task])

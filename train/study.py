@@ -41,6 +41,7 @@ from ml_collections import config_flags
 from tqdm import tqdm
 
 from train import study_report
+from train.config_changes import flatten as flatten_config
 from train.study_spec import Row, Study, StudyError, load_study, preset_path
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -173,16 +174,6 @@ def plan_runs(study: Study, workdir: str) -> list[RunSpec]:
 
 # ---- the state of a run --------------------------------------------------------------------------
 
-def _flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, Mapping):
-      flat.update(_flatten(value, f"{prefix}{key}."))
-    else:
-      flat[f"{prefix}{key}"] = value
-  return flat
-
-
 def config_differences(expected: Any, saved: Mapping) -> list[tuple[str, Any, Any]]:
   """(key, saved, expected) for every config field both have and that differ.
 
@@ -190,8 +181,8 @@ def config_differences(expected: Any, saved: Mapping) -> list[tuple[str, Any, An
   Fields only one side has are fields added to or removed from the code since the
   run, not a different experiment, so they do not count.
   """
-  now = _flatten(json.loads(json.dumps(expected.to_dict(), default=str)))
-  before = _flatten(saved)
+  now = flatten_config(json.loads(json.dumps(expected.to_dict(), default=str)))
+  before = flatten_config(saved)
   return [(k, before[k], now[k]) for k in sorted(set(now) & set(before)) if before[k] != now[k]]
 
 

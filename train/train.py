@@ -1,8 +1,9 @@
 """`train_and_evaluate(config, workdir)`: the multitask training run, end to end.
 
-It loads the pretrained encoder, builds the task data, trains with the schedule
-the config names (sequential or round-robin, summed gradients or PCGrad),
-evaluates on dev after every epoch, checkpoints (latest + best) with Orbax,
+It loads the pretrained encoder, builds the task data, trains with the task
+schedule the config names (sequential or round-robin, summed gradients or a
+conflict method), evaluates on dev every `eval_every_epochs` epochs and after the
+last step, checkpoints (latest + best by `best_metric`) with Orbax,
 optionally runs the frozen-encoder stage, and finally writes dev and test
 predictions in the course's format, metrics, a results table and plots.
 
@@ -31,7 +32,8 @@ from tqdm import tqdm
 
 from bert_jax import bundle as bundle_lib
 from bert_jax import checkpoints as bert_checkpoints
-from bert_jax import heads
+from bert_jax import losses as losses_lib, multitask
+from bert_jax.tasks import TASKS
 from train import config_validation
 from train import data as task_data_lib
 from train import metrics as metrics_lib
@@ -45,7 +47,6 @@ from train.parallel import DataParallel, maybe_initialize_distributed
 from train.state import TrainState
 from train.workdir_lock import WorkdirLock
 
-TASKS = ("sst", "para", "sts")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -64,9 +65,9 @@ def enable_compilation_cache(config: ml_collections.ConfigDict) -> str:
   return directory
 
 
-def build_model(config: ml_collections.ConfigDict, bert_config) -> heads.MultitaskBert:
+def build_model(config: ml_collections.ConfigDict, bert_config) -> multitask.MultitaskBert:
   m = config.model
-  return heads.MultitaskBert(
+  return multitask.MultitaskBert(
       config=bert_config, dtype=jnp.dtype(config.dtype), sentiment_pooling=m.sentiment_pooling,
       pair_pooling=m.pair_pooling, paraphrase_head=m.paraphrase_head,
       similarity_head=m.similarity_head, share_para_sts=m.share_para_sts,
@@ -179,15 +180,15 @@ class Trainer:
       trained = trained_run.params_to_continue(self.config.init_from, self.model, self.pretrained)
       _say(f"starting from the trained encoder and heads of {self.config.init_from}")
       return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), trained)
-    init = jax.jit(lambda rng, example, pretrained: heads.init_params(
+    init = jax.jit(lambda rng, example, pretrained: multitask.init_params(
         self.model, rng, example, pretrained_bert=pretrained))
     return init(self.init_rng, self.data.example_batches(), self.pretrained.params)
 
-  def make_stage(self, name: str, params: Any, *, schedule: str, num_epochs: int,
+  def make_stage(self, name: str, params: Any, *, task_schedule: str, num_epochs: int,
                  optim_config, pcgrad_config, conflicts_config=None) -> Stage:
     """One training stage; `conflicts_config` (None: "sum") picks the gradient-conflict method."""
     config = self.config
-    stream = self.data.train_stream(schedule=schedule, proportions=config.proportions,
+    stream = self.data.train_stream(schedule=task_schedule, proportions=config.proportions,
                                     batch_size=config.batch_size, num_epochs=num_epochs,
                                     seed=config.seed, num_devices=self.parallel.num_local_devices,
                                     packing=self.packing_spec())
@@ -214,7 +215,7 @@ class Trainer:
     state = self.parallel.replicate(TrainState.create(params, tx))
     return Stage(name, state, step_fn,
                  RunCheckpoints(os.path.join(self.workdir, "checkpoints", name),
-                                best_metric=config.get("best_metric", "overall_mean")),
+                                best_metric=config.best_metric),
                  total_steps, [int(e) for e in epoch_ends], stream, build_step)
 
   def packing_spec(self):
@@ -240,7 +241,7 @@ class Trainer:
     for batch in self.data.eval_batches(task, split, self.config.eval_batch_size,
                                         self.parallel.num_local_devices, packing=self.packing_spec()):
       outputs = self.parallel.gather(fn(params, self.parallel.put_batch(batch)))
-      values = np.asarray(heads.predict(task, outputs))
+      values = np.asarray(losses_lib.predict(task, outputs))
       real = batch["weights"] > 0
       predictions[batch["index"][real]] = values[real]
       answered[batch["index"][real]] = True
@@ -285,6 +286,7 @@ class Trainer:
       return stage
 
     pending, window_start, window_examples = [], time.perf_counter(), 0
+    first_nonfinite = None  # the newest step's (state.first_nonfinite after it), on device
     bar = tqdm(total=stage.total_steps, initial=host_step, desc=stage.name, unit="step",
                disable=jax.process_index() != 0)
     data_state = progress.get("data")
@@ -295,18 +297,23 @@ class Trainer:
         rng = jax.random.fold_in(self.base_rng, host_step)
         stage.state, step_metrics = stage.step_fn(stage.state, batches, rng)
         host_step += 1
-        pending.append(step_metrics)
+        pending.append({k: step_metrics[k] for k in LOGGED_STEP_METRICS if k in step_metrics})
+        first_nonfinite = step_metrics["first_nonfinite"]
         window_examples += sum(int(b["weights"].shape[0]) for b in batches.values())
         bar.update(1)
         epoch_end = host_step in stage.epoch_ends or host_step == stage.total_steps
         if host_step % config.log_every_steps == 0 or epoch_end:
           elapsed = time.perf_counter() - window_start
-          summary = self._log_train(host_step, pending, window_examples / max(elapsed, 1e-9))
+          summary = self._log_train(host_step, pending, first_nonfinite, window_examples / max(elapsed, 1e-9))
           bar.set_postfix(loss=f"{summary['loss_total']:.3f}", ex_s=f"{summary['examples_per_s']:.1f}")
           pending, window_start, window_examples = [], time.perf_counter(), 0
-        if epoch_end:
-          progress["epoch"] = stage.epoch_ends.index(host_step) + 1 if host_step in stage.epoch_ends \
-              else progress["epoch"]
+        if epoch_end and host_step in stage.epoch_ends:
+          progress["epoch"] = stage.epoch_ends.index(host_step) + 1
+        # Dev evaluation every eval_every_epochs-th epoch and at the stage's last step, so the
+        # best checkpoint is always chosen among evaluated steps, the final one included.
+        evaluate_now = epoch_end and (host_step == stage.total_steps
+                                      or progress["epoch"] % config.eval_every_epochs == 0)
+        if evaluate_now:
           self._check_finite(stage)
           scores = self.evaluate(parallel.unreplicate(stage.state).params)
           self._log_eval(host_step, scores, stage.name)
@@ -317,7 +324,7 @@ class Trainer:
           progress["metrics_offset"] = self.writer.position() if self.writer else None
           stage.checkpoints.save(host_step, parallel.unreplicate(stage.state), dict(progress),
                                  metrics={k: float(v) for k, v in scores.items()})
-        elif host_step % config.checkpoint_every_steps == 0:
+        elif epoch_end or host_step % config.checkpoint_every_steps == 0:
           self._check_finite(stage)
           progress["data"] = data_state
           progress["metrics_offset"] = self.writer.position() if self.writer else None
@@ -409,9 +416,14 @@ class Trainer:
           f"updated from that step on. The last good checkpoint is step {latest} in "
           f"{stage.checkpoints.manager.directory}. Lower the learning rate or check the data.")
 
-  def _log_train(self, step: int, pending: list, examples_per_s: float) -> dict:
-    pending = jax.device_get(pending)  # the one host sync per logging window
-    first_nonfinite = parallel_first(self.parallel, pending[-1]["first_nonfinite"])
+  def _log_train(self, step: int, pending: list, first_nonfinite, examples_per_s: float) -> dict:
+    """Logs a window's mean losses, gradient norm and conflict diagnostics.
+
+    `pending` holds the window's step metrics (only LOGGED_STEP_METRICS of them) and
+    `first_nonfinite` the newest step's failure record, still on device until here.
+    """
+    pending, first_nonfinite = jax.device_get((pending, first_nonfinite))  # the one host sync per window
+    first_nonfinite = parallel_first(self.parallel, first_nonfinite)
     if first_nonfinite[0] >= 0:
       raise NonFiniteLossError(
           f"non-finite {TASKS[first_nonfinite[1]]} loss or gradient at step {first_nonfinite[0]}; parameters "
@@ -430,7 +442,7 @@ class Trainer:
       cosine = np.mean([parallel_first(self.parallel, m[key]["cosine"]) for m in pending], axis=0)
       conflicts = np.mean([parallel_first(self.parallel, m[key]["conflicts"]) for m in pending])
       weights = np.mean([parallel_first(self.parallel, m[key]["weights"]) for m in pending], axis=0)
-      names = [t for t in TASKS]
+      names = TASKS
       summary[key] = {"cosine": {f"{names[i]}-{names[j]}": float(cosine[i, j])
                                  for i in range(len(names)) for j in range(i + 1, len(names))},
                       "conflicts": float(conflicts),
@@ -446,6 +458,9 @@ class Trainer:
 
 
 _DEFAULT_CONFIG_JSON = config_changes.config_as_json(default_config.get_config())
+# What `Trainer._log_train` reads of each step's metrics; the rest (the per-task "task" metrics,
+# and every step's `first_nonfinite` but the newest) is never copied to the host.
+LOGGED_STEP_METRICS = ("loss", "grad_norm", "pcgrad", "conflicts")
 
 
 def _say(message: str) -> None:
@@ -485,7 +500,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, compilation: CompilationStats) -> dict:
   trainer = Trainer(config, workdir)
-  stage = trainer.make_stage("main", trainer.initial_params(), schedule=config.schedule,
+  stage = trainer.make_stage("main", trainer.initial_params(), task_schedule=config.task_schedule,
                              num_epochs=config.num_epochs, optim_config=config.optim,
                              pcgrad_config=config.pcgrad, conflicts_config=config.get("conflicts"))
   stage = trainer.run_stage(stage)
@@ -493,15 +508,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, compila
 
   if config.frozen_stage.enabled:
     best_params = _restore_best_params(trainer, stage)
-    frozen_optim = ml_collections.ConfigDict(config.optim.to_dict())
-    frozen_optim.learning_rate = config.frozen_stage.learning_rate
-    frozen_optim.schedule = "constant"
-    frozen_optim.warmup_steps = 0
-    frozen_optim.freeze = ("^bert/",)
     no_pcgrad = ml_collections.ConfigDict(dict(config.pcgrad.to_dict(), enabled=False))
-    frozen = trainer.make_stage("frozen_stage", best_params, schedule="sequential",
+    frozen = trainer.make_stage("frozen_stage", best_params, task_schedule="sequential",
                                 num_epochs=config.frozen_stage.epochs_per_task,
-                                optim_config=frozen_optim, pcgrad_config=no_pcgrad)
+                                optim_config=config.frozen_stage.optim, pcgrad_config=no_pcgrad)
     frozen = trainer.run_stage(frozen)
     main_best = _best_score(stage)
     if _best_score(frozen) > main_best:

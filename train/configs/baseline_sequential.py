@@ -12,9 +12,9 @@ from train.configs import default
 def get_config():
   config = default.get_config()
   config.name = "baseline_sequential"
-  config.schedule = "sequential"
+  config.task_schedule = "sequential"
   config.model.pair_pooling = "cls"
   config.model.paraphrase_head = "concat"
   config.model.similarity_head = "concat"
-  config.batch_size = 32  # per task step in the sequential schedule
+  config.batch_size = 32  # per task step in the sequential task schedule
   return config

@@ -57,7 +57,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.head_dropout = 0.1
   config.model.head_hidden_dim = 0
 
-  config.schedule = "round_robin"  # or "sequential"
+  # Task order (data_prep/sampler.py): "round_robin" (every step has a batch of each task) or
+  # "sequential" (an epoch of SST, then of Para, then of STS). Not `optim.schedule`, the learning rate's.
+  config.task_schedule = "round_robin"
   config.proportions = "size"  # round_robin only: "size", "balanced" or "annealed"
   config.batch_size = 64  # examples per step, over all tasks (split by `proportions`)
   config.eval_batch_size = 128
@@ -65,6 +67,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.max_steps = -1  # > 0 stops early: smoke tests
   config.loss_weights = ml_collections.ConfigDict({"sst": 1.0, "para": 1.0, "sts": 1.0})
   config.similarity_loss = "mse"  # or "l1"
+  # The dev score that picks the best checkpoint (of a stage, and between the main and the frozen
+  # stage): "overall_mean" (mean of the three), "overall_cs224n" (STS r mapped to (r+1)/2 first),
+  # or one task's "sst_accuracy", "para_accuracy", "sts_pearson".
+  config.best_metric = "overall_mean"
 
   config.optim = ml_collections.ConfigDict()
   config.optim.learning_rate = 5e-5
@@ -91,10 +97,18 @@ def get_config() -> ml_collections.ConfigDict:
   # config.conflicts.<method>, e.g. --config.conflicts.method=cagrad --config.conflicts.cagrad.c=0.5.
   config.conflicts = conflicts_registry.default_config()
 
+  # After the main stage: its best checkpoint, the encoder frozen, the heads trained one task per
+  # epoch ("sequential", plain summed gradients) by an optimizer of its own. frozen_stage.optim starts
+  # as a copy of config.optim above; a later change to config.optim (a preset's or the command line's)
+  # does not reach it: set --config.frozen_stage.optim.<field> for that.
   config.frozen_stage = ml_collections.ConfigDict()
   config.frozen_stage.enabled = False
   config.frozen_stage.epochs_per_task = 1
-  config.frozen_stage.learning_rate = 1e-6
+  config.frozen_stage.optim = ml_collections.ConfigDict(config.optim.to_dict())
+  config.frozen_stage.optim.learning_rate = 1e-6
+  config.frozen_stage.optim.schedule = "constant"
+  config.frozen_stage.optim.warmup_steps = 0  # a flat 1e-6 from the first step
+  config.frozen_stage.optim.freeze = ("^bert/",)  # the encoder: what makes the stage "frozen"
 
   config.parallel = ml_collections.ConfigDict()
   config.parallel.mode = "jit"  # or "pmap"
@@ -102,6 +116,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.log_every_steps = 20
   config.checkpoint_every_steps = 200
+  # Evaluate on dev (and save a best-checkpoint candidate) after every N-th epoch of a stage, and
+  # always after its last step. Only evaluated steps can become the best checkpoint.
   config.eval_every_epochs = 1
   config.compilation_cache_dir = ""  # "" = ~/.cache/bert_jax/jax_compilation_cache
   # A resume refuses a config that differs from its checkpoint's (train/config_changes.py);

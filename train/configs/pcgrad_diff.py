@@ -14,6 +14,6 @@ def get_config():
   config.name = "pcgrad_diff"
   config.model.paraphrase_head = "diff"
   config.model.similarity_head = "diff"
-  config.schedule = "round_robin"
+  config.task_schedule = "round_robin"
   config.pcgrad.enabled = True
   return config

@@ -1,7 +1,7 @@
 """Round-robin: every step takes a batch of each task; per-task batch sizes proportional to data size.
 
 The baseline's heads ([CLS], concat), so the difference from baseline_sequential.py
-is the schedule alone.
+is the task schedule alone.
 
   python -m train.main --config=train/configs/round_robin.py --workdir=workdirs/round_robin
 """
@@ -12,7 +12,7 @@ from train.configs import default
 def get_config():
   config = default.get_config()
   config.name = "round_robin"
-  config.schedule = "round_robin"
+  config.task_schedule = "round_robin"
   config.proportions = "size"
   config.model.pair_pooling = "cls"
   config.model.paraphrase_head = "concat"

@@ -15,7 +15,7 @@ SHARE = {"model.paraphrase_head": "diff_2dense", "model.similarity_head": "diff_
          "model.share_para_sts": True}
 LESS_PARA = {"data.para_fraction": 0.25}
 EXTRA_DATA = {"data.extra_sst": "cfimdb_polar", "data.extra_sts": "sick"}
-ROUND_ROBIN = {"schedule": "round_robin", "proportions": "size", "batch_size": 64}
+ROUND_ROBIN = {"task_schedule": "round_robin", "proportions": "size", "batch_size": 64}
 FROZEN = {"frozen_stage.enabled": True}
 
 
