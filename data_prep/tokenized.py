@@ -131,8 +131,6 @@ class EncodedSplit:
     would survive multiplication by its zero weight.
     """
     indices = np.asarray(indices, dtype=np.int64)
-    real = indices >= 0
-    batch_size = len(indices)
     if self.pair_encoding == "separate":
       ids_a, types_a, mask_a = self._pad_rows(self.tokens["input_ids_a"], None, indices, length)
       ids_b, types_b, mask_b = self._pad_rows(self.tokens["input_ids_b"], None, indices, length)
@@ -143,13 +141,7 @@ class EncodedSplit:
       input_ids, token_type_ids, attention_mask = self._pad_rows(
           self.tokens["input_ids"], self.tokens.get("token_type_ids"), indices, length)
       batch = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-    safe = np.where(real, indices, 0)
-    labels = np.where(real, self.labels[safe], 0).astype(self.labels.dtype)
-    batch["labels"] = labels
-    batch["weights"] = real.astype(np.float32)
-    batch["index"] = np.where(real, indices, -1).astype(np.int32)
-    assert batch["labels"].shape == (batch_size,)
-    return batch
+    return {**batch, **self._example_fields(indices)}
 
   def collate_packed(self, indices: np.ndarray, *, pack_lengths: Sequence[int], row_multiple: int = 1,
                      num_groups: int = 1) -> dict[str, np.ndarray]:
@@ -159,7 +151,6 @@ class EncodedSplit:
     embedding is finite, as in `collate`.
     """
     indices = np.asarray(indices, dtype=np.int64)
-    real = indices >= 0
     filler = np.asarray([self.special.cls, self.special.sep], np.int32)
     keys = ("input_ids_a", "input_ids_b") if self.pair_encoding == "separate" else ("input_ids",)
     sequences = [[self.tokens[k].row(i) if i >= 0 else filler for k in keys] for i in indices]
@@ -169,11 +160,15 @@ class EncodedSplit:
       token_types = [[types.row(i) if i >= 0 else None] for i in indices]
     batch = packing.pack(sequences, pad_id=self.special.pad, pack_lengths=pack_lengths,
                          row_multiple=row_multiple, num_groups=num_groups, token_types=token_types)
+    return {**batch, **self._example_fields(indices)}
+
+  def _example_fields(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+    """`labels`, `weights` and `index` of a batch of these example rows (-1: a weight-0 filler)."""
+    real = indices >= 0
     safe = np.where(real, indices, 0)
-    batch["labels"] = np.where(real, self.labels[safe], 0).astype(self.labels.dtype)
-    batch["weights"] = real.astype(np.float32)
-    batch["index"] = np.where(real, indices, -1).astype(np.int32)
-    return batch
+    return {"labels": np.where(real, self.labels[safe], 0).astype(self.labels.dtype),
+            "weights": real.astype(np.float32),
+            "index": np.where(real, indices, -1).astype(np.int32)}
 
   def _pad_rows(self, ids: Ragged, types: Ragged | None, indices: np.ndarray, length: int):
     batch_size = len(indices)
