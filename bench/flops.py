@@ -18,6 +18,17 @@ import numpy as np
 TRAIN_FLOPS_PER_FORWARD = 3  # backward is about twice the forward's matmuls
 
 
+def call_seconds(fn: Callable[[], Any], repeats: int) -> list[float]:
+  """Wall seconds of `repeats` calls of `fn`, after one untimed warmup call (compiles, caches)."""
+  fn()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return times
+
+
 def encoder_forward_flops(config, num_sequences: int, length: int) -> float:
   """Multiply-adds x 2 of one BERT encoder forward over [num_sequences, length] padded tokens.
 
@@ -47,13 +58,7 @@ def measure_matmul_peak(size: int = 2048, repeats: int = 5) -> dict[str, float]:
   b = rng.standard_normal((size, size), dtype=np.float32)
 
   def best(fn: Callable[[], Any]) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-      start = time.perf_counter()
-      fn()
-      times.append(time.perf_counter() - start)
-    return flops / min(times) / 1e9
+    return flops / min(call_seconds(fn, repeats)) / 1e9
 
   rates = {"numpy": best(lambda: a @ b)}
   try:

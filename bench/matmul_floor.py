@@ -17,19 +17,14 @@ step can reach parity at the same shape; a faster matmul library in XLA:CPU
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 from absl import app, flags
 
+from bench.flops import call_seconds
+
+
 def _median_seconds(fn, iters: int) -> float:
-  fn()
-  times = []
-  for _ in range(iters):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
+  return float(np.median(call_seconds(fn, iters)))
 
 
 def layer_shapes(hidden: int, inner: int) -> list[tuple[int, int]]:
