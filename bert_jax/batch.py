@@ -47,9 +47,7 @@ import numpy as np
 
 Batch = Mapping[str, Any]
 
-PADDED_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 PACKED_KEYS = ("input_ids", "token_type_ids", "position_ids", "segment_ids")
-PACKED_INDEX_KEYS = ("sequence_slots", "sequence_starts")
 EXAMPLE_KEYS = ("labels", "weights", "index")
 
 SEPARATE, JOINT = "separate", "joint"  # the two pair encodings

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bert_jax import batch as batch_layout
-from bert_jax.batch import Batch
+from bert_jax.batch import Batch, PackedBatch
 from bert_jax.checkpoints import check_encoder_params
 from bert_jax.config import BertConfig
 from bert_jax.heads import PairHead, SentimentHead, get_pair_head, pair_encoding, shareable_pair_heads
@@ -28,7 +28,7 @@ Array = jax.Array
 POOLINGS = ("cls", "mean")
 
 
-def as_packed(batch: Batch) -> Batch:
+def as_packed(batch: Batch) -> PackedBatch:
   """A padded batch as the packed layout with one sequence per row; a packed batch as it is.
 
   The model reads only the packed layout (bert_jax/batch.py). A padded [B, L]

@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from absl import logging
 
+from bert_jax.batch import PackedBatch, PaddedBatch
 from data_prep import packing
 from data_prep.tfds_split import TfdsSplit
 
@@ -123,7 +124,7 @@ class EncodedSplit:
     """Padded sequences per example: 2 for separately encoded pairs, else 1."""
     return 2 if self.pair_encoding == "separate" else 1
 
-  def collate(self, indices: np.ndarray, length: int) -> dict[str, np.ndarray]:
+  def collate(self, indices: np.ndarray, length: int) -> PaddedBatch:
     """One batch padded to `length`; index -1 makes a weight-0 filler row.
 
     Filler rows are "[CLS] [SEP]" with attention on both tokens rather than all
@@ -144,7 +145,7 @@ class EncodedSplit:
     return {**batch, **self._example_fields(indices)}
 
   def collate_packed(self, indices: np.ndarray, *, pack_lengths: Sequence[int], row_multiple: int = 1,
-                     num_groups: int = 1) -> dict[str, np.ndarray]:
+                     num_groups: int = 1) -> PackedBatch:
     """One packed batch (data_prep/packing.py) of these examples; index -1 makes a weight-0 filler.
 
     A filler example is "[CLS] [SEP]" (each side of a pair), so its pooled
