@@ -1,8 +1,9 @@
 """The study runner on the tiny config: kill and resume, the collected tables, plots, dry runs, bad studies.
 
 One 3-run study (row "a" with seeds 0 and 1, row "b" without Quora training) is
-run as a subprocess, SIGKILLed while its second run trains, and run again: the
-finished run is skipped (its results.json untouched), the killed one resumes, and
+run as a subprocess, breadth first (a/seed0, b/seed0, then a/seed1), SIGKILLed
+while its last run trains, and run again: the finished runs are skipped (their
+results.json untouched), the killed one resumes, and
 the report's numbers are checked against every run's results.json. The rows share
 one preset, so every run after the first reads its executables from the compilation
 cache. Curves across stages and resumes, and gradient cosines, are checked on
@@ -38,15 +39,17 @@ def _tiny_study_config(world, root):
   return tiny_config(world, root, num_epochs=1, **{"data.packing": False, "data.num_buckets": 1})
 
 
-def _write_study(path: pathlib.Path, preset: pathlib.Path, learning_rate: float | None = None) -> pathlib.Path:
+def _write_study(path: pathlib.Path, preset: pathlib.Path, learning_rate: float | None = None,
+                 b_overrides: dict | None = None) -> pathlib.Path:
   extra = "" if learning_rate is None else f', {{"optim.learning_rate": {learning_rate!r}}}'
+  b_overrides = {"data.para_fraction": 0.0, **(b_overrides or {})}
   path.write_text(f'''
 from train.study_spec import Budget, Row, Study
 
 def get_study():
   return Study(name="tiny", title="Tiny study", budget=Budget(num_epochs=1), report_label="paper", rows=(
       Row("a", "Row A", {str(preset)!r}{extra}, seeds=(0, 1), report={REPORT_A!r}),
-      Row("b_no_para", "Row B", {str(preset)!r}, {{"data.para_fraction": 0.0}}),
+      Row("b_no_para", "Row B", {str(preset)!r}, {b_overrides!r}),
   ))
 ''')
   return path
@@ -82,33 +85,34 @@ def _training_processes(workdir: pathlib.Path) -> list[int]:
 
 @pytest.fixture(scope="module")
 def finished_study(tiny_world, tmp_path_factory):
-  """Runs the study, kills it during its second run, reruns it; returns what each step left."""
+  """Runs the study, kills it during its last run (a/seed1), reruns it; returns what each step left."""
   root = tmp_path_factory.mktemp("study")
   preset = _write_config_file(root / "tiny_preset.py", _tiny_study_config(tiny_world, root))
   study_file = _write_study(root / "tiny_study.py", preset)
   workdir, report_dir = root / "work", root / "report"
   first_done = workdir / "runs" / "a" / "seed0" / "results.json"
-  second = workdir / "runs" / "a" / "seed1"
+  round_one_done = (first_done, workdir / "runs" / "b_no_para" / "seed0" / "results.json")
+  last_run = workdir / "runs" / "a" / "seed1"
 
   process = subprocess.Popen(_study_command(study_file, workdir, report_dir), cwd=REPO_ROOT, env=_env(),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
   deadline = time.time() + 300
   while time.time() < deadline and process.poll() is None:
-    steps_saved = second / "checkpoints" / "main"
-    # The second run has a finished checkpoint (Orbax renames "2.orbax-checkpoint-tmp-..." to "2").
-    if first_done.exists() and steps_saved.is_dir() and any(p.name.isdigit() for p in steps_saved.iterdir()):
+    steps_saved = last_run / "checkpoints" / "main"
+    # The last run has a finished checkpoint (Orbax renames "2.orbax-checkpoint-tmp-..." to "2").
+    if all(p.exists() for p in round_one_done) and steps_saved.is_dir() and any(p.name.isdigit() for p in steps_saved.iterdir()):
       process.send_signal(signal.SIGKILL)
       break
     time.sleep(0.02)
   first_output = process.communicate()[0].decode()
   assert process.returncode == -signal.SIGKILL, f"the study ended before it was killed:\n{first_output[-3000:]}"
-  orphans = _training_processes(second)
+  orphans = _training_processes(last_run)
   for _ in range(100):  # the child gets SIGKILL from the kernel when the runner dies
     if not orphans:
       break
     time.sleep(0.05)
-    orphans = _training_processes(second)
-  killed = {"orphans": orphans, "second_had_results": (second / "results.json").exists(),
+    orphans = _training_processes(last_run)
+  killed = {"orphans": orphans, "last_had_results": (last_run / "results.json").exists(),
             "first_mtime": first_done.stat().st_mtime_ns}
 
   resumed = subprocess.run(_study_command(study_file, workdir, report_dir), cwd=REPO_ROOT, env=_env(),
@@ -126,10 +130,14 @@ def _run_dirs(finished_study):
 def test_killed_study_resumes_and_skips_finished_runs(finished_study):
   killed, output = finished_study["killed"], finished_study["output"]
   assert not killed["orphans"], f"training processes outlived the killed runner: {killed['orphans']}"
-  assert not killed["second_had_results"], "the second run finished before the kill; nothing was resumed"
-  assert "skip a/seed0: finished" in output
-  assert "[1/2] a/seed1 (partial)" in output  # the killed run, resumed from its checkpoint
-  assert re.search(r"ETA \d+m\d\ds: 2 to run", output), output  # from the run finished before the kill
+  assert not killed["last_had_results"], "the last run finished before the kill; nothing was resumed"
+  first_output = finished_study["first_output"]
+  order = [first_output.index(f"[{i}/3] {run} (pending)") for i, run in
+           enumerate(("a/seed0", "b_no_para/seed0", "a/seed1"), start=1)]
+  assert order == sorted(order), first_output[-3000:]  # every row's first seed before any second seed
+  assert "skip a/seed0: finished" in output and "skip b_no_para/seed0: finished" in output
+  assert "[1/1] a/seed1 (partial)" in output  # the killed run, resumed from its checkpoint
+  assert re.search(r"ETA \d+m\d\ds: 1 to run", output), output  # from the runs finished before the kill
   assert (finished_study["workdir"] / "runs" / "a" / "seed0" / "results.json").stat().st_mtime_ns == \
       killed["first_mtime"]
   log = (finished_study["workdir"] / "runs" / "a" / "seed1" / "train.log").read_text()
@@ -278,7 +286,9 @@ def test_dry_run_lists_commands_that_parse_as_train_main(tiny_world, tmp_path):
 
 
 def test_changed_config_marks_a_finished_run_stale(finished_study):
-  changed = _write_study(finished_study["root"] / "tiny_study_lr.py", finished_study["preset"], learning_rate=5e-4)
+  # Row b changes only how the run is logged: not another experiment, so its finished run still counts.
+  changed = _write_study(finished_study["root"] / "tiny_study_lr.py", finished_study["preset"], learning_rate=5e-4,
+                         b_overrides={"log_every_steps": 7, "gradient_stats_every_steps": 5})
   study, _ = load_study(str(changed))
   states = {s.label: study_lib.run_state(s) for s in study_lib.plan_runs(study, str(finished_study["workdir"]))}
   assert states["a/seed0"].status == "stale"

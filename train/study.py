@@ -40,7 +40,7 @@ from absl import app, flags
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from train import study_report
+from train import config_changes, study_report
 from train.config_changes import flatten as flatten_config
 from train.study_spec import Row, Study, StudyError, load_study, preset_path
 
@@ -152,6 +152,14 @@ def run_overrides(study: Study, row: Row, seed: int, batch_size: int | None = No
   return overrides
 
 
+def breadth_first(specs: Sequence[RunSpec]) -> list[RunSpec]:
+  """Every row's first seed, then every row's second, ...: a study stopped half-way still has a whole table.
+
+  Within a round the rows keep the study's order (the sort is stable).
+  """
+  return sorted(specs, key=lambda s: s.row.seeds.index(s.seed))
+
+
 def plan_runs(study: Study, workdir: str) -> list[RunSpec]:
   """Every (row, seed) with its command, its config checked by train.main's own parser."""
   specs = []
@@ -179,11 +187,14 @@ def config_differences(expected: Any, saved: Mapping) -> list[tuple[str, Any, An
 
   Both sides go through JSON as results.json stores them (tuples become lists).
   Fields only one side has are fields added to or removed from the code since the
-  run, not a different experiment, so they do not count.
+  run, not a different experiment, so they do not count; nor do the fields that
+  cannot change what a run computes (`config_changes.FREE_FIELDS`: logging,
+  checkpointing, caches), which a resume accepts as well.
   """
   now = flatten_config(json.loads(json.dumps(expected.to_dict(), default=str)))
   before = flatten_config(saved)
-  return [(k, before[k], now[k]) for k in sorted(set(now) & set(before)) if before[k] != now[k]]
+  return [(k, before[k], now[k]) for k in sorted(set(now) & set(before))
+          if before[k] != now[k] and k not in config_changes.FREE_FIELDS]
 
 
 @dataclasses.dataclass
@@ -386,6 +397,7 @@ def run_study(study: Study, study_file: str, workdir: str, report_dir: str, *, o
         if state.status == "stale":
           say(f"stale {s.label}: moved to {_move_aside(s.workdir)}")
         todo.append(s)
+    todo = breadth_first(todo)
     if max_runs > 0:
       todo = todo[:max_runs]
     say(f"study {study.name}: {progress_line(specs, states, todo)}")

@@ -29,7 +29,7 @@ def get_study() -> Study:
   )
   return Study(
       name="open_questions", title="Open questions: PCGrad's scope, STS loss weight, Quora volume",
-      rows=rows, budget=Budget(num_epochs=2), report_label="report",
+      rows=rows, budget=Budget(num_epochs=1), report_label="report",
       source="Questions the two CS224N reports raised and did not test; no report numbers.",
       notes=("Quora 100% is the reference row. With fewer Quora pairs an epoch is shorter, so those rows also "
              "take fewer optimizer steps: the question is the data volume, not the step count.",))

@@ -37,7 +37,7 @@ def get_study() -> Study:
   )
   return Study(
       name="tian_wang", title="Report 1 (Tian & Wang): multitask minBERT heads, data and gradient surgery",
-      rows=rows, budget=Budget(num_epochs=2), report_label="T&W",
+      rows=rows, budget=Budget(num_epochs=1), report_label="T&W",
       source=("Report numbers: Tian & Wang, CS224N default final project, bert-base, dev sets; overall is the "
               "plain mean of SST accuracy, Para accuracy and STS Pearson r. Their best row (PCGrad + diff + "
               "additional data) scored 0.640 on test (SST 0.510, Para 0.775, STS 0.634)."),

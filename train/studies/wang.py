@@ -43,7 +43,7 @@ def get_study() -> Study:
   )
   return Study(
       name="wang", title="Report 2 (Wang): cumulative changes to the sequential minBERT baseline",
-      rows=rows, budget=Budget(num_epochs=2), report_label="Wang",
+      rows=rows, budget=Budget(num_epochs=1), report_label="Wang",
       source="Report 2 (Wang, CS224N default final project) describes these rows but gives no numbers.",
       notes=("Rows are cumulative: each keeps every change of the rows above it (row 7 drops the frozen "
              "stage of row 6).",))
