@@ -201,7 +201,8 @@ def _cli(*args, cwd=REPO_ROOT):
      ["config.num_epochs=0", "config.optim.learning_rate=-1.0"]),
     (["--config=no_such_preset.py"], ["no_such_preset.py"]),
     (["--config.optim.learning_rat=1e-4"], ["--config.optim.learning_rat", "learning_rate"]),
-], ids=["bad_values", "missing_config_file", "unknown_key"])
+    (["--num_processes=2", "--process_id=2", "--dry_run"], ["--process_id=2", "--num_processes=2", "0 to 1"]),
+], ids=["bad_values", "missing_config_file", "unknown_key", "process_id_out_of_range"])
 def test_cli_config_errors_are_one_short_message_and_status_1(args, named):
   result = _cli(*args)
   assert result.returncode == 1, result.stderr[-2000:]
