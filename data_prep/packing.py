@@ -18,19 +18,23 @@ R (rows) is rounded up to a multiple of `row_multiple` and to 3 significant
 bits (`round_rows`), and P is the smallest of `pack_lengths` that holds the
 batch's longest sequence, so a task compiles a handful of (R, P) shapes. With `num_groups` > 1 the examples are
 split into that many consecutive groups, each packed into its own R rows with
-slot and start indices local to the group: the layout `jax.pmap` needs when
-the batch's leading axes are split over devices.
+slot and start indices local to the group: the layout a per-device step needs
+when the batch's leading axes are split over devices (train/parallel.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bert_jax.batch import PACKED_KEYS
+from bert_jax.batch import PACKED_KEYS, PackedBatch
 from data_prep.bucketing import round_up
+
+if TYPE_CHECKING:  # tokenized.py imports nothing from here; the split is only read
+  from data_prep.tokenized import EncodedSplit
 
 
 def max_segments(pack_length: int) -> int:
@@ -149,9 +153,7 @@ class PackingSpec:
   """How the input pipeline packs batches: row lengths, row rounding, device groups.
 
   `num_groups` is the number of devices the batch's leading axes are split
-  over by `jax.pmap` (1 for `jax.jit` over a mesh, where indices are global);
-  under `jax.jit` `row_multiple` should be a multiple of the device count so
-  the rows shard evenly.
+  over: each device's rows then hold its own examples, indexed locally.
   """
   pack_lengths: tuple[int, ...] = (64, 128)
   row_multiple: int = 2
@@ -163,10 +165,23 @@ class PackingSpec:
     if self.row_multiple < 1 or self.num_groups < 1:
       raise ValueError(f"row_multiple={self.row_multiple}, num_groups={self.num_groups}: both must be >= 1")
 
-  def collate(self, split, indices: np.ndarray) -> dict[str, np.ndarray]:
-    """`split.collate_packed` of these example rows (-1 = filler)."""
-    return split.collate_packed(indices, pack_lengths=self.pack_lengths, row_multiple=self.row_multiple,
-                                num_groups=self.num_groups)
+  def collate(self, split: EncodedSplit, indices: np.ndarray) -> PackedBatch:
+    """One packed batch of these example rows of `split`; index -1 makes a weight-0 filler.
+
+    A filler example is "[CLS] [SEP]" (each side of a pair), so its pooled
+    embedding is finite, as in the padded `EncodedSplit.collate`.
+    """
+    indices = np.asarray(indices, dtype=np.int64)
+    filler = np.asarray([split.special.cls, split.special.sep], np.int32)
+    keys = ("input_ids_a", "input_ids_b") if split.pair_encoding == "separate" else ("input_ids",)
+    sequences = [[split.tokens[k].row(i) if i >= 0 else filler for k in keys] for i in indices]
+    token_types = None
+    if "token_type_ids" in split.tokens and split.pair_encoding != "separate":
+      types = split.tokens["token_type_ids"]
+      token_types = [[types.row(i) if i >= 0 else None] for i in indices]
+    batch = pack(sequences, pad_id=split.special.pad, pack_lengths=self.pack_lengths,
+                 row_multiple=self.row_multiple, num_groups=self.num_groups, token_types=token_types)
+    return {**batch, **split.example_fields(indices)}
 
   def to_dict(self) -> dict:
     return {"pack_lengths": list(self.pack_lengths), "row_multiple": self.row_multiple,

@@ -30,8 +30,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from absl import logging
 
-from bert_jax.batch import PackedBatch, PaddedBatch
-from data_prep import packing
+from bert_jax.batch import PaddedBatch
 from data_prep.tfds_split import TfdsSplit
 
 PAIR_ENCODINGS = ("separate", "joint")
@@ -142,28 +141,9 @@ class EncodedSplit:
       input_ids, token_type_ids, attention_mask = self._pad_rows(
           self.tokens["input_ids"], self.tokens.get("token_type_ids"), indices, length)
       batch = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-    return {**batch, **self._example_fields(indices)}
+    return {**batch, **self.example_fields(indices)}
 
-  def collate_packed(self, indices: np.ndarray, *, pack_lengths: Sequence[int], row_multiple: int = 1,
-                     num_groups: int = 1) -> PackedBatch:
-    """One packed batch (data_prep/packing.py) of these examples; index -1 makes a weight-0 filler.
-
-    A filler example is "[CLS] [SEP]" (each side of a pair), so its pooled
-    embedding is finite, as in `collate`.
-    """
-    indices = np.asarray(indices, dtype=np.int64)
-    filler = np.asarray([self.special.cls, self.special.sep], np.int32)
-    keys = ("input_ids_a", "input_ids_b") if self.pair_encoding == "separate" else ("input_ids",)
-    sequences = [[self.tokens[k].row(i) if i >= 0 else filler for k in keys] for i in indices]
-    token_types = None
-    if "token_type_ids" in self.tokens and self.pair_encoding != "separate":
-      types = self.tokens["token_type_ids"]
-      token_types = [[types.row(i) if i >= 0 else None] for i in indices]
-    batch = packing.pack(sequences, pad_id=self.special.pad, pack_lengths=pack_lengths,
-                         row_multiple=row_multiple, num_groups=num_groups, token_types=token_types)
-    return {**batch, **self._example_fields(indices)}
-
-  def _example_fields(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+  def example_fields(self, indices: np.ndarray) -> dict[str, np.ndarray]:
     """`labels`, `weights` and `index` of a batch of these example rows (-1: a weight-0 filler)."""
     real = indices >= 0
     safe = np.where(real, indices, 0)

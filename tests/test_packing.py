@@ -76,9 +76,9 @@ def test_pack_groups_have_their_own_rows_and_local_indices():
       np.testing.assert_array_equal(batch["input_ids"][g * rows + row, offset:offset + len(seq)], seq)
 
 
-def test_collate_packed_pairs_and_filler():
+def test_packed_collate_pairs_and_filler():
   split = synthetic_split([5, 9, 14, 7], pair_encoding="separate")
-  batch = split.collate_packed(np.array([2, 0, -1, 3]), pack_lengths=(32, 64))
+  batch = packing.PackingSpec(pack_lengths=(32, 64), row_multiple=1).collate(split, np.array([2, 0, -1, 3]))
   assert batch["sequence_slots"].shape == (4, 2)
   np.testing.assert_array_equal(batch["weights"], [1, 1, 0, 1])
   np.testing.assert_array_equal(batch["index"], [2, 0, -1, 3])
@@ -96,7 +96,7 @@ def test_joint_pairs_keep_their_token_types():
                        tokens={"input_ids": Ragged.from_sequences([np.concatenate([a, b])]),
                                "token_type_ids": Ragged.from_sequences([np.array([0, 0, 0, 0, 1, 1])])},
                        special=SPECIAL, provenance=())
-  batch = split.collate_packed(np.array([0]), pack_lengths=(8,))
+  batch = packing.PackingSpec(pack_lengths=(8,), row_multiple=1).collate(split, np.array([0]))
   np.testing.assert_array_equal(batch["token_type_ids"][0, :6], [0, 0, 0, 0, 1, 1])
   assert batch["sequence_slots"].shape == (1, 1)
 
@@ -147,8 +147,8 @@ def test_packed_outputs_and_gradients_match_padded(pooling, task, encoding):
   split = synthetic_split(list(np.random.default_rng(4).integers(3, 40, size=12)), pair_encoding=encoding)
   indices = np.r_[np.arange(10), -1, -1]
   padded = {k: v for k, v in split.collate(indices, 48).items() if k != "index"}
-  packed = {k: v for k, v in split.collate_packed(indices, pack_lengths=(64,), row_multiple=2).items()
-            if k != "index"}
+  spec = packing.PackingSpec(pack_lengths=(64,), row_multiple=2)
+  packed = {k: v for k, v in spec.collate(split, indices).items() if k != "index"}
   method = {"sst": "sentiment", "para": "paraphrase", "sts": "similarity"}[task]
 
   def loss(params, batch):
@@ -176,7 +176,7 @@ def test_cross_encoder_reads_packed_joint_batches():
                                "token_type_ids": Ragged.from_sequences(types)},
                        special=SPECIAL, provenance=())
   padded = split.collate(np.arange(6), 32)
-  packed = split.collate_packed(np.arange(6), pack_lengths=(64,))
+  packed = packing.PackingSpec(pack_lengths=(64,), row_multiple=1).collate(split, np.arange(6))
   np.testing.assert_allclose(model.apply({"params": params}, packed, method="paraphrase"),
                              model.apply({"params": params}, padded, method="paraphrase"), atol=2e-5)
 
@@ -194,7 +194,8 @@ def test_packed_matches_padded_on_the_real_checkpoint():
                        tokens={"input_ids": Ragged.from_sequences(ids)},
                        special=SpecialIds(pad=pretrained.tokenizer.pad_id, cls=pretrained.tokenizer.cls_id,
                                           sep=pretrained.tokenizer.sep_id), provenance=())
-  padded, packed = split.collate(np.arange(6), 24), split.collate_packed(np.arange(6), pack_lengths=(64,))
+  padded = split.collate(np.arange(6), 24)
+  packed = packing.PackingSpec(pack_lengths=(64,), row_multiple=1).collate(split, np.arange(6))
   assert packed["input_ids"].shape == (1, 64)  # all six sentences share one row
   embed = lambda batch: model.apply({"params": params}, multitask.as_packed(batch), "mean", True,
                                     method=model._pooled)[:, 0]
