@@ -201,15 +201,16 @@ def load_hf_checkpoint(name_or_path: str | os.PathLike = DEFAULT_CHECKPOINT,
 def check_encoder_params(params: Mapping[str, Any], config: BertConfig, *, source: str,
                          prefix: str = "bert") -> None:
   """Raises CheckpointError naming every flax path (under `prefix`) where `params` do not fit BertModel(config)."""
-  _checked_params(dict(params), config, (), source=source, key_name=lambda path: (f"{prefix}/{path}", False))
+  _checked_params(dict(params), config, None, source=source, key_name=lambda path: (f"{prefix}/{path}", False))
 
 
-def _checked_params(params: dict[str, Any], config: BertConfig, allow_missing: Sequence[str],
+def _checked_params(params: dict[str, Any], config: BertConfig, allow_missing: Sequence[str] | None,
                     source: str, key_name: Callable[[str], tuple[str, bool]] | None = None) -> dict[str, Any]:
   """`params` if they fit BertModel(config), else one CheckpointError naming every problem.
 
   Problems name PyTorch keys (`key_name` maps a flax path to (name, transposed)),
-  or flax paths when the params came from JAX.
+  or flax paths when the params came from JAX. `allow_missing=None`: the caller
+  has no such option (params already in memory), so the error does not suggest it.
   """
   key_of = key_name or _torch_key
   expected = expected_param_shapes(config)
@@ -223,7 +224,7 @@ def _checked_params(params: dict[str, Any], config: BertConfig, allow_missing: S
       problems.append(f"shape mismatch: {key} expected {shape(expected[path])}, "
                       f"found {shape(found[path].shape)}")
   missing = sorted(expected.keys() - found.keys())
-  allowed = [p for p in missing if any(p == a or p.startswith(a.rstrip("/") + "/") for a in allow_missing)]
+  allowed = [p for p in missing if any(p == a or p.startswith(a.rstrip("/") + "/") for a in allow_missing or ())]
   missing = [p for p in missing if p not in allowed]
   if missing:
     problems.append("missing: " + ", ".join(key_of(p)[0] for p in missing))
@@ -232,7 +233,7 @@ def _checked_params(params: dict[str, Any], config: BertConfig, allow_missing: S
     problems.append("unexpected: " + ", ".join(key_of(p)[0] for p in unexpected))
   if problems:
     hint = (" (a checkpoint without a pooler loads with allow_missing=('pooler',))"
-            if missing and all(p.startswith("pooler/") for p in missing) else "")
+            if allow_missing is not None and missing and all(p.startswith("pooler/") for p in missing) else "")
     raise CheckpointError(f"{source} does not fit BertModel(config){hint}:\n  " + "\n  ".join(problems))
   if allowed:
     logging.warning("initialising parameters absent from the checkpoint: %s", ", ".join(allowed))

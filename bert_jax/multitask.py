@@ -44,9 +44,10 @@ def as_packed(batch: Batch) -> PackedBatch:
   if length < 2:
     raise ValueError(f"padded batch of length {length}: a sequence needs at least [CLS] and [SEP]")
   rows = lambda key: jnp.reshape(jnp.asarray(batch[key], jnp.int32), (-1, length))
-  num_rows = rows("input_ids").shape[0]
+  input_ids = rows("input_ids")
+  num_rows = input_ids.shape[0]
   row = jnp.arange(num_rows, dtype=jnp.int32).reshape(-1, k)
-  packed = {"input_ids": rows("input_ids"), "token_type_ids": rows("token_type_ids"),
+  packed = {"input_ids": input_ids, "token_type_ids": rows("token_type_ids"),
             "segment_ids": rows("attention_mask"),
             "position_ids": jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (num_rows, length)),
             "sequence_slots": row * (length // 2), "sequence_starts": row * length}
