@@ -275,7 +275,7 @@ def test_dry_run_lists_commands_that_parse_as_train_main(tiny_world, tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   commands = [line.strip() for line in (result.stdout + result.stderr).splitlines() if "-m train.main" in line]
   assert len(commands) == 3
-  expected = [("a", 0), ("a", 1), ("b_no_para", 0)]
+  expected = [("a", 0), ("b_no_para", 0), ("a", 1)]  # in the order they will run: breadth first
   for command, (row, seed) in zip(commands, expected):
     config, run_dir = _parse_as_train_main(command)
     assert run_dir == str(workdir / "runs" / row / f"seed{seed}")
@@ -334,7 +334,7 @@ def get_study():
 
 
 def test_the_shipped_studies_plan(tmp_path):
-  for name, runs in (("tian_wang", 15), ("wang", 15), ("open_questions", 11)):
+  for name, runs in (("tian_wang", 15), ("wang", 15), ("open_questions", 11), ("conflict_methods", 39)):
     study, _ = load_study(name)
     specs = study_lib.plan_runs(study, str(tmp_path / name))
     assert len(specs) == runs
@@ -343,3 +343,8 @@ def test_the_shipped_studies_plan(tmp_path):
   assert [r.report["overall"] for r in tian_wang.rows] == [0.511, 0.546, 0.615, 0.605, 0.582, 0.648, 0.638]
   best = sorted(tian_wang.rows[1:], key=lambda r: -r.report["overall"])[:3]
   assert all(len(r.seeds) >= 3 for r in [tian_wang.rows[0], *best])
+  conflict_methods, _ = load_study("conflict_methods")
+  from train.conflicts import registry
+  assert [r.name for r in conflict_methods.rows] == ["sum", *registry.METHODS]
+  assert all(r.seeds == (0, 1, 2) and r.preset == "default" for r in conflict_methods.rows)
+  assert [dict(r.overrides).get("conflicts.method") for r in conflict_methods.rows[1:]] == list(registry.METHODS)

@@ -31,14 +31,14 @@ from typing import Any
 
 import ml_collections
 
-# Fields that cannot change what a run computes: how often it logs and checkpoints, where
-# caches live, and how many dev examples share one forward pass (evaluation batches are
-# padded or packed; every example's prediction is its own). Parallelism settings are not
-# here: pmap and jit agree only to float rounding, and the device count sets the per-task
-# batch split.
+# Fields that cannot change what a run computes: how often it logs, measures gradient
+# statistics and checkpoints, where caches live, and how many dev examples share one forward
+# pass (evaluation batches are padded or packed; every example's prediction is its own).
+# Parallelism settings are not here: pmap and jit agree only to float rounding, and the device
+# count sets the per-task batch split.
 FREE_FIELDS = frozenset({
-    "log_every_steps", "checkpoint_every_steps", "eval_batch_size", "compilation_cache_dir",
-    "data.tfds_dir", "data.cache_dir", "resume_with_changes",
+    "log_every_steps", "checkpoint_every_steps", "gradient_stats_every_steps", "eval_batch_size",
+    "compilation_cache_dir", "data.tfds_dir", "data.cache_dir", "resume_with_changes",
 })
 # Raising one continues a finished (or running) stage with more epochs.
 CONTINUATION_FIELDS = frozenset({"num_epochs", "frozen_stage.epochs_per_task"})

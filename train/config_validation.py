@@ -234,6 +234,7 @@ RULES: dict[str, Check] = {
     "parallel.mode": one_of(parallel.MODES),
     "parallel.num_devices": integer(min=0),  # 0: every local device
     "log_every_steps": integer(min=1),
+    "gradient_stats_every_steps": integer(min=0),
     "checkpoint_every_steps": integer(min=1),
     "eval_every_epochs": integer(min=1),
     "compilation_cache_dir": text(),

@@ -375,7 +375,7 @@ def run_study(study: Study, study_file: str, workdir: str, report_dir: str, *, o
 
   if dry_run:
     say(f"study {study.name}: {len(specs)} runs ({len(selected)} selected), budget {study.budget}")
-    for s in selected:
+    for s in breadth_first(selected):  # in the order they will run
       state = states[s.label]
       say(f"  {s.label:<36} {state.status:<8} {state.detail}")
       say(f"    {s.command()}")

@@ -119,6 +119,19 @@ def _data_line(summaries: Sequence[RowSummary]) -> str:
   return "Ours: no run has finished yet."
 
 
+def _time_line(summaries: Sequence[RowSummary], n_done: int, n_runs: int) -> str:
+  """What the finished runs took and what the rest would take at that rate, from the runs themselves."""
+  walls = [(s.wall_s_mean, s.n) for s in summaries if s.n and s.wall_s_mean]
+  resume = "rerunning the command resumes the study, across sessions too."
+  if not walls:
+    return "No run has finished yet; " + resume
+  mean = sum(w * n for w, n in walls) / sum(n for _, n in walls)
+  left = n_runs - n_done
+  return (f"The finished runs took {mean / 60:.0f} min each on average (wall time, on a machine that may have "
+          f"been running other work too), so the {left} left would take about {left * mean / 3600:.1f} h at "
+          f"that rate; " + resume)
+
+
 def results_markdown(study: Study, summaries: Sequence[RowSummary], invocation: str) -> str:
   label = study.report_label
   lines = [f"# {study.title}", ""]
@@ -134,9 +147,7 @@ def results_markdown(study: Study, summaries: Sequence[RowSummary], invocation: 
             + (f", at most {budget.max_train_examples} training examples (max_steps from each row's batch size)"
                if budget.max_train_examples > 0 else "")
             + (f"; rows about training longer: {', '.join(longer)}" if longer else "")
-            + f". A 2-epoch run of the default preset takes ~12-17 min on a 2-core CPU, about "
-              f"{n_runs * 15 / 60:.1f} h for this study's {n_runs} runs at that rate (PCGrad, extra data and "
-              "more epochs take longer); rerunning the command resumes it across sessions.", ""]
+            + ". " + _time_line(summaries, n_done, n_runs), ""]
   lines += [_data_line(summaries), ""]
   header = ["row", "n"] + [h for _, _, h in COLUMNS] + [f"{label} {h}" for _, _, h in COLUMNS] + \
       [f"overall − {label}", "wall / run"]

@@ -115,6 +115,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.parallel.num_devices = 0  # 0 = every local device
 
   config.log_every_steps = 20
+  # Every N-th step, log the pairwise cosines and the norms of the task gradients (before they are
+  # combined) under "gradients" in metrics.jsonl and TensorBoard; 0 = off. Costs one Gram matrix
+  # of the task gradients on those steps only (train/gradient_stats.py).
+  config.gradient_stats_every_steps = 0
   config.checkpoint_every_steps = 200
   # Evaluate on dev (and save a best-checkpoint candidate) after every N-th epoch of a stage, and
   # always after its last step. Only evaluated steps can become the best checkpoint.
