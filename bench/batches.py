@@ -45,7 +45,7 @@ class BenchData:
     return cls(train={t: task_data.splits[t]["train"] for t in TASKS},
                inference=task_data.splits["sst"]["validation"], buckets=dict(task_data.buckets),
                vocab_path=str(vocab_path),
-               packing=task_data.packing_spec(parallel_mode="jit", num_devices=1))
+               packing=task_data.packing_spec(num_devices=1))
 
   @classmethod
   def from_sentences(cls, tokenizer, sentences: Sequence[str], pairs: Sequence[tuple[str, str]], *,
@@ -103,8 +103,13 @@ class StepPlan:
 
 def plan_workload(data: BenchData, workload: str, padding: str, *, batch_size: int, count: int,
                   same_length: int, seed: int) -> StepPlan:
-  """Which rows each of `count` steps gets, on each side."""
-  rng = np.random.default_rng([seed, WORKLOADS.index(workload), PADDINGS.index(padding)])
+  """Which rows each of `count` steps gets, on each side.
+
+  "pcgrad" gets the very batches of "multitask", so that the two steps' rows
+  (and their memory) compare the combining of the gradients alone.
+  """
+  same_batches_as = "multitask" if workload == "pcgrad" else workload
+  rng = np.random.default_rng([seed, WORKLOADS.index(same_batches_as), PADDINGS.index(padding)])
   if workload == "inference":
     split = data.inference
     if padding == "same":

@@ -38,6 +38,7 @@ def build_apply(method: str, bert_config, params, parallel, *, freeze=(), total_
   from train import optim, steps
   from train.conflicts import registry
   from train.configs import default
+  from train.parallel import REPLICATED
   from train.state import TrainState
 
   config = default.get_config()
@@ -46,27 +47,26 @@ def build_apply(method: str, bert_config, params, parallel, *, freeze=(), total_
   stage_config = ml_collections.ConfigDict({"optim": config.optim, "pcgrad": config.pcgrad,
                                             "conflicts": config.conflicts})
   tx = optim.create_optimizer(stage_config, total_steps, task_names=TASKS)
-  frozen = frozenset(p for p, label in optim.trainable_labels_flat(params, config.optim.freeze).items()
-                     if label == "frozen")
-  apply = parallel.compile(lambda axis_name: steps.make_apply_gradients(
-      tx, task_order=TASKS, frozen_paths=frozen, per_task_gradients=optim.uses_per_task_gradients(stage_config),
-      pass_losses=registry.needs_losses(stage_config)), donate_argnums=(0,))
+  freeze_paths = optim.Freeze.from_regexes(params, config.optim.freeze)
+  apply = parallel.compile(
+      steps.make_apply_gradients(tx, task_order=TASKS, freeze=freeze_paths,
+                                 per_task_gradients=optim.uses_per_task_gradients(stage_config),
+                                 pass_losses=registry.needs_losses(stage_config)),
+      in_specs=(REPLICATED,) * 4, donate_argnums=(0,))  # state, gradients, losses, rng
   own_params = jax.tree.map(jnp.copy, params)  # donated with the state: every method needs its own
-  return apply, parallel.replicate(TrainState.create(own_params, tx)), frozen
+  return apply, parallel.replicate(TrainState.create(own_params, tx, freeze_paths)), freeze_paths
 
 
-def random_task_gradients(params, frozen, seed: int = 0) -> dict:
-  """{task: {param path: gradient}}: what the trainer's task gradients return, random normal."""
-  import flax.traverse_util
+def random_task_gradients(params, freeze, seed: int = 0) -> dict:
+  """{task: gradient}: what the trainer's task gradients return (the trainable subtree), random normal."""
   import jax
-  import jax.numpy as jnp
-  flat = flax.traverse_util.flatten_dict(params, sep="/")
-  keys = jax.random.split(jax.random.key(seed), len(TASKS))
+  trainable = freeze.trainable(params)
+  leaves, treedef = jax.tree.flatten(trainable)
   grads = {}
-  for task, key in zip(TASKS, keys):
-    leaf_keys = jax.random.split(key, len(flat))
-    grads[task] = {path: 1e-3 * jax.random.normal(k, leaf.shape, leaf.dtype)
-                   for k, (path, leaf) in zip(leaf_keys, flat.items()) if path not in frozen}
+  for task, key in zip(TASKS, jax.random.split(jax.random.key(seed), len(TASKS))):
+    leaf_keys = jax.random.split(key, len(leaves))
+    grads[task] = jax.tree.unflatten(treedef, [1e-3 * jax.random.normal(k, leaf.shape, leaf.dtype)
+                                               for k, leaf in zip(leaf_keys, leaves)])
   return grads
 
 
@@ -82,7 +82,7 @@ def measure(methods, bert_config, *, rounds: int, freeze=(), seed: int = 0) -> d
   parallel = DataParallel.create("jit", num_devices=1)
   model = train_lib.build_model(default.get_config(), bert_config)
   params = jax.jit(lambda key: multitask.init_params(model, key))(jax.random.key(seed))
-  applies, states, frozen = {}, {}, frozenset()
+  applies, states, frozen = {}, {}, None
   for method in methods:
     applies[method], states[method], frozen = build_apply(method, bert_config, params, parallel, freeze=freeze)
   grads = random_task_gradients(params, frozen, seed)

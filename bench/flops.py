@@ -47,11 +47,18 @@ def encoder_forward_flops(config, num_sequences: int, length: int) -> float:
   return config.num_hidden_layers * per_layer + pooler
 
 
-def measure_matmul_peak(size: int = 2048, repeats: int = 5) -> dict[str, float]:
-  """Best fp32 GFLOP/s of a size x size matmul in numpy, torch and XLA; "peak" is the best.
+def measure_matmul_peak(size: int = 2048, repeats: int = 5, *, dtype: str = "float32",
+                        torch_device: str = "cpu") -> dict[str, float]:
+  """Best GFLOP/s of a size x size matmul in numpy, torch and XLA; "peak" is the best.
 
   Each library gets one warmup product and then the fastest of `repeats`.
+  `dtype` "bfloat16" times bfloat16 operands (numpy has none, so it is left
+  out), the peak a bfloat16 step's MFU is taken against. numpy is left out too
+  when XLA's default device is not the CPU, and torch then runs on
+  `torch_device`: a GPU's peak is its own, not the host's.
   """
+  import jax
+  import jax.numpy as jnp
   flops = 2.0 * size ** 3
   rng = np.random.default_rng(0)
   a = rng.standard_normal((size, size), dtype=np.float32)
@@ -60,15 +67,18 @@ def measure_matmul_peak(size: int = 2048, repeats: int = 5) -> dict[str, float]:
   def best(fn: Callable[[], Any]) -> float:
     return flops / min(call_seconds(fn, repeats)) / 1e9
 
-  rates = {"numpy": best(lambda: a @ b)}
+  rates = {}
+  if dtype == "float32" and jax.devices()[0].platform == "cpu":
+    rates["numpy"] = best(lambda: a @ b)
   try:
     import torch
-    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-    rates["torch"] = best(lambda: ta @ tb)
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+    ta, tb = (torch.from_numpy(x).to(device=torch_device, dtype=torch_dtype) for x in (a, b))
+    sync = torch.cuda.synchronize if torch_device.startswith("cuda") else (lambda: None)
+    rates["torch"] = best(lambda: (ta @ tb, sync()))
   except ImportError:
     pass
-  import jax
-  ja, jb = jax.device_put(a), jax.device_put(b)
+  ja, jb = (jax.device_put(jnp.asarray(x, dtype)) for x in (a, b))
   matmul = jax.jit(lambda x, y: x @ y)
   rates["xla"] = best(lambda: matmul(ja, jb).block_until_ready())
   rates["peak"] = max(rates.values())

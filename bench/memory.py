@@ -1,10 +1,17 @@
 """Resident memory of the benchmark process, per table row.
 
 One process runs every row of the step benchmark (see `bench/step_benchmark.py`
-for why), so getrusage's peak, which only ever grows, cannot tell one row's
-memory from the rows before it. `RssMonitor` samples the RSS in a thread over a
-`with` block instead: its peak is the row's "RSS MB" column and its peak over
-the RSS at entry the "+MB" column.
+for why), so the process's peak, which only ever grows, cannot tell one row's
+memory from the rows before it. `RssMonitor` measures the peak over a `with`
+block instead: it resets the kernel's high-water mark on entry (Linux
+/proc/self/clear_refs) and reads it on exit, and where that is not possible it
+samples the RSS in a thread. Its peak is the row's "RSS MB" column and its
+peak over the RSS at entry the "+MB" column.
+
+Those columns still share one process with every other row (models, compiled
+executables and allocator caches of earlier rows stay resident), so
+`bench/step_memory.py` measures the step's own peak in a process per side and
+workload, with the same two functions.
 """
 
 from __future__ import annotations
@@ -25,16 +32,43 @@ def current_rss_mb() -> float:
 
 
 def peak_rss_mb() -> float:
-  """The process's peak RSS so far (getrusage reports KiB on Linux)."""
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  """The process's peak RSS since it started or since `reset_peak_rss` (Linux VmHWM; else getrusage)."""
+  try:
+    with open("/proc/self/status") as f:
+      for line in f:
+        if line.startswith("VmHWM:"):
+          return int(line.split()[1]) / 1024  # kB
+  except (OSError, ValueError):
+    pass
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def reset_peak_rss() -> bool:
+  """Resets the process's peak RSS to its RSS now (Linux >= 4.0); False where that is not possible."""
+  try:
+    with open("/proc/self/clear_refs", "w") as f:
+      f.write("5")
+  except OSError:
+    return False
+  return True
+
+
+def release_free_memory() -> None:
+  """Hands memory that malloc holds but nobody uses back to the OS (glibc), so it is not counted as resident."""
+  try:
+    import ctypes
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+  except (OSError, AttributeError):
+    pass
 
 
 class RssMonitor:
-  """Samples RSS every few ms in a thread, for the peak over a `with` block.
+  """The peak RSS over a `with` block: the kernel's high-water mark, reset on entry, or sampled.
 
-  getrusage's peak only ever grows over the whole process, and one process runs
-  every row here, so each row's own peak needs sampling. `delta_mb` is the peak
-  over the RSS at entry: what that workload's steps added on top of what was resident.
+  The process's peak only ever grows, and one process runs every row here, so
+  each row's own peak needs the reset (or, without it, sampling every few ms).
+  `delta_mb` is the peak over the RSS at entry: what that workload's steps
+  added on top of what was resident.
   """
 
   def __init__(self, interval_s: float = 0.005):
@@ -44,6 +78,7 @@ class RssMonitor:
     self._thread: threading.Thread | None = None
 
   def __enter__(self) -> "RssMonitor":
+    self._exact = reset_peak_rss()
     self.start_mb = self.peak_mb = current_rss_mb()
     self._stop.clear()
     self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -58,6 +93,8 @@ class RssMonitor:
     self._stop.set()
     self._thread.join()
     self.peak_mb = max(self.peak_mb, current_rss_mb())
+    if self._exact:
+      self.peak_mb = max(self.peak_mb, peak_rss_mb())
 
   @property
   def delta_mb(self) -> float:

@@ -28,18 +28,20 @@ class OurSide:
   """
 
   def __init__(self, bert_config, *, pcgrad: bool, freeze: Sequence[str] = (), seed: int = 0,
-               total_steps: int = 1000):
+               total_steps: int = 1000, dtype: str = "float32"):
     import jax
     import ml_collections
     from bert_jax import multitask
     from train import optim, steps
     from train import train as train_lib
+    from train.conflicts import registry as conflicts_registry
     from train.configs import default
     from train.parallel import DataParallel
     from train.state import TrainState
 
     config = default.get_config()
     config.pcgrad.enabled = pcgrad
+    config.dtype = dtype  # the compute dtype; params and optimizer state stay float32
     config.optim.freeze = tuple(freeze)
     check_peer_matches(config.model)
     self.config = config
@@ -47,15 +49,16 @@ class OurSide:
     self.model = train_lib.build_model(config, bert_config)
     # One compiled init rather than Flax's op-by-op one: far fewer (tiny) compilations.
     params = jax.jit(lambda key: multitask.init_params(self.model, key))(jax.random.key(seed))
-    stage_config = ml_collections.ConfigDict({"optim": config.optim, "pcgrad": config.pcgrad})
+    stage_config = ml_collections.ConfigDict({"optim": config.optim, "pcgrad": config.pcgrad,
+                                              "conflicts": config.conflicts})
     tx = optim.create_optimizer(stage_config, total_steps, task_names=TASKS)
-    frozen = frozenset(p for p, label in optim.trainable_labels_flat(params, config.optim.freeze).items()
-                       if label == "frozen")
-    self.state = self.parallel.replicate(TrainState.create(params, tx))
+    freeze = optim.Freeze.from_regexes(params, config.optim.freeze)
+    self.state = self.parallel.replicate(TrainState.create(params, tx, freeze))
     self.step_fn = steps.make_train_step(
-        self.model, tx, task_order=TASKS, compile_fn=self.parallel.compile, frozen_paths=frozen,
+        self.model, tx, task_order=TASKS, parallel=self.parallel, freeze=freeze,
         loss_weights=dict(config.loss_weights), similarity_loss=config.similarity_loss,
-        per_task_gradients=pcgrad)
+        per_task_gradients=optim.uses_per_task_gradients(stage_config),
+        pass_losses=conflicts_registry.needs_losses(stage_config))
     self._predict = {}
     self._base_rng = jax.random.key(seed + 1)
     self._steps = 0

@@ -63,8 +63,9 @@ def fill_row(row: Row, *, seconds: float, warmup_s: float, examples: int, real: 
 
 
 def run_ours(side: OurSide, data: BenchData, plan: StepPlan, *, model_name: str, impl: str, batch_size: int,
-             warmup: int, iters: int, peak_gflops: float, breakdown: bool = False) -> tuple[Row, dict]:
-  """Times our step (or predict step) on the plan's `ours` batches."""
+             warmup: int, iters: int, peak_gflops: float, breakdown: bool = False,
+             dtype: str = "float32") -> tuple[Row, dict]:
+  """Times our step (or predict step) on the plan's `ours` batches; `dtype` labels the row (the side's own)."""
   config = side.model.config
   host = [{t: our_batch(split_of(data, plan.workload, t), b) for t, b in step.items()} for step in plan.ours]
   device = [side.put(step) for step in host]
@@ -80,7 +81,7 @@ def run_ours(side: OurSide, data: BenchData, plan: StepPlan, *, model_name: str,
     sync = lambda: side.sync(outputs)
   else:
     run, sync = side.train_step, side.sync
-  row = Row(model_name, plan.workload, plan.padding, impl)
+  row = Row(model_name, plan.workload, plan.padding, impl, dtype)
   with RssMonitor() as monitor:
     seconds, warmup_s = time_steps(run, device, warmup=warmup, iters=iters, sync=sync, compile_every_shape=True)
   fill_row(row, seconds=seconds, warmup_s=warmup_s, examples=examples_per_step(plan.workload, batch_size),
@@ -92,14 +93,17 @@ def run_ours(side: OurSide, data: BenchData, plan: StepPlan, *, model_name: str,
 
 def run_peer(peer: TorchPeer | None, data: BenchData, plan: StepPlan, hf_tokenizer, *, model_name: str,
              peer_name: str, bert_config, batch_size: int, warmup: int, iters: int,
-             peak_gflops: float, failure: str = "") -> Row:
-  """Times one PyTorch peer on the plan's `peer` batches; "n/a (reason)" if it cannot run."""
-  row = Row(model_name, plan.workload, plan.padding, peer_name)
+             peak_gflops: float, failure: str = "", dtype: str = "float32") -> Row:
+  """Times one PyTorch peer on the plan's `peer` batches; "n/a (reason)" if it cannot run.
+
+  The batches are on the peer's device before the clock starts, as ours are.
+  """
+  row = Row(model_name, plan.workload, plan.padding, peer_name, dtype)
   if peer is None:
     row.note = f"n/a ({failure})"
     return row
-  inputs = [{t: torch_batch(split_of(data, plan.workload, t), b, hf_tokenizer) for t, b in step.items()}
-            for step in plan.peer]
+  inputs = [peer.to_device({t: torch_batch(split_of(data, plan.workload, t), b, hf_tokenizer)
+                            for t, b in step.items()}) for step in plan.peer]
   multiplier = 1 if plan.workload == "inference" else TRAIN_FLOPS_PER_FORWARD
   flops = [multiplier * sum(encoder_forward_flops(bert_config, n, length) for n, length in step_shapes_peer(s))
            for s in inputs]
@@ -114,7 +118,7 @@ def run_peer(peer: TorchPeer | None, data: BenchData, plan: StepPlan, hf_tokeniz
     run = peer.train_step
   try:
     with RssMonitor() as monitor:
-      seconds, warmup_s = time_steps(run, inputs, warmup=warmup, iters=iters, sync=lambda: None,
+      seconds, warmup_s = time_steps(run, inputs, warmup=warmup, iters=iters, sync=peer.sync,
                                      compile_every_shape=peer.name == "torch.compile")
   except Exception as error:  # torch.compile fails in many ways (no compiler, unsupported op)
     if peer.name != "torch.compile":

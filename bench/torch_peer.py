@@ -5,7 +5,10 @@ Hugging Face or of the CS224N starter code does, not what would flatter ours:
 eager mode (`hf-sdpa`, `hf-eager`) or the encoder under `torch.compile`, the
 default preset's heads and losses, torch.optim.AdamW with no decay on biases
 and LayerNorm, clipping at 1.0 and a linear warmup, and PCGrad as the common
-ports write it (one backward per task, projection on flat vectors).
+ports write it (one backward per task, projection on flat vectors). In
+bfloat16 it does what the PyTorch AMP recipe says: float32 parameters, the
+forward and the loss under `torch.autocast(device, dtype=torch.bfloat16)`, the
+backward outside it (no loss scaling: bfloat16 has float32's range).
 `PEER_HEADS` lists the head choices it implements; `bench.our_side` refuses a
 preset that asks for another, so the two sides always train the same model.
 """
@@ -99,13 +102,19 @@ class TorchPeer:
   """One PyTorch implementation ("hf-sdpa", "hf-eager" or "torch.compile") and its optimizer."""
 
   def __init__(self, name: str, bert_config, model_config, *, seed: int = 0, learning_rate: float = 5e-5,
-               total_steps: int = 1000):
+               total_steps: int = 1000, device: str = "cpu", autocast_dtype: str | None = None):
     import torch
     if name not in PEERS:
       raise ValueError(f"unknown peer {name!r}; expected one of {PEERS}")
+    if autocast_dtype not in (None, "float32", "bfloat16"):
+      raise ValueError(f"autocast_dtype={autocast_dtype!r}; expected None, 'float32' or 'bfloat16'")
     torch.manual_seed(seed)
     self.name = name
+    self.device = torch.device(device)
+    # float32 is the peer without autocast; bfloat16 autocasts the forward (params stay float32).
+    self.autocast_dtype = torch.bfloat16 if autocast_dtype == "bfloat16" else None
     self.model = make_torch_model(bert_config, model_config, "eager" if name == "hf-eager" else "sdpa")
+    self.model.to(self.device)
     if name == "torch.compile":
       try:  # AOTAutograd's donated buffers refuse backward(retain_graph=True), which PCGrad needs
         import torch._functorch.config as functorch_config
@@ -126,14 +135,32 @@ class TorchPeer:
     self.params = [p for _, p in named]
     self._rng = random.Random(seed)
 
+  def autocast(self):
+    """`torch.autocast` to bfloat16 on this device, or a no-op context in float32."""
+    import torch
+    return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
+
+  def to_device(self, tree: Any) -> Any:
+    """A batch's tensors (nested dicts) on this peer's device."""
+    if isinstance(tree, Mapping):
+      return {k: self.to_device(v) for k, v in tree.items()}
+    return tree.to(self.device, non_blocking=True) if hasattr(tree, "to") else tree
+
+  def sync(self) -> None:
+    """Waits for queued device work (CUDA runs asynchronously; the CPU does not)."""
+    import torch
+    if self.device.type == "cuda":
+      torch.cuda.synchronize(self.device)
+
   def loss(self, task: str, batch: Mapping[str, Any]):
     import torch.nn.functional as F
-    outputs = self.model(task, batch)
-    if task == "sst":
-      return F.cross_entropy(outputs, batch["labels"])
-    if task == "para":
-      return F.binary_cross_entropy_with_logits(outputs, batch["labels"])
-    return F.mse_loss(outputs, batch["labels"])
+    with self.autocast():
+      outputs = self.model(task, batch)
+      if task == "sst":
+        return F.cross_entropy(outputs, batch["labels"])
+      if task == "para":
+        return F.binary_cross_entropy_with_logits(outputs, batch["labels"])
+      return F.mse_loss(outputs, batch["labels"])
 
   def _finish(self):
     import torch
@@ -181,7 +208,7 @@ class TorchPeer:
     import torch
     self.model.eval()
     try:
-      with torch.inference_mode():
+      with torch.inference_mode(), self.autocast():
         return self.model(task, batch)
     finally:
       self.model.train()

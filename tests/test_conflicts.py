@@ -406,12 +406,12 @@ def test_apply_step_passes_losses_logs_weights_and_holds_on_a_nan_gradient():
   config.optim.warmup_steps = 0
   config.conflicts.method = "famo"
   tx = optim.create_optimizer(config, 10)
-  apply = jax.jit(steps.make_apply_gradients(tx, task_order=("sst", "para", "sts"), frozen_paths=frozenset(),
+  apply = jax.jit(steps.make_apply_gradients(tx, task_order=("sst", "para", "sts"),
                                              per_task_gradients=True, pass_losses=registry.needs_losses(config)),
                   donate_argnums=(0,))  # as the trainer compiles it
   state = TrainState.create(params, tx)
   tree = as_tree(jacobian(3, "conflicting"))
-  grads = {t: {"dense/kernel": tree["kernel"][i], "dense/bias": tree["bias"][i]} for i, t in enumerate(("sst", "para", "sts"))}
+  grads = {t: {"dense": {"kernel": tree["kernel"][i], "bias": tree["bias"][i]}} for i, t in enumerate(("sst", "para", "sts"))}
   for losses in ({"sst": 1.0, "para": 0.5, "sts": 2.0}, {"sst": 0.5, "para": 0.5, "sts": 2.0}):
     state, metrics = apply(state, grads, {t: jnp.float32(v) for t, v in losses.items()}, jax.random.PRNGKey(0))
   # Second step: sst's loss halved and the others' stayed, so FAMO moved weight away from sst.
@@ -421,7 +421,7 @@ def test_apply_step_passes_losses_logs_weights_and_holds_on_a_nan_gradient():
   assert z[0] < z[1] and np.isclose(z[1], z[2])
   assert np.asarray(metrics["conflicts"]["cosine"]).shape == (3, 3)
   # A NaN in one task's gradient: the existing non-finite path holds the step and names the task.
-  bad = {**grads, "para": {k: v.at[0].set(jnp.nan) for k, v in grads["para"].items()}}
+  bad = {**grads, "para": jax.tree.map(lambda v: v.at[0].set(jnp.nan), grads["para"])}
   before = jax.device_get(state.params)
   state, metrics = apply(state, bad, {"sst": jnp.float32(1), "para": jnp.float32(1), "sts": jnp.float32(1)},
                          jax.random.PRNGKey(1))

@@ -18,10 +18,8 @@ def _task_gradients(config, loaded, data, loss_weights):
   parallel = DataParallel.create("jit", 1)
   model = train.build_model(config, loaded.config)
   params = _initial_params(config, loaded, data)
-  frozen = frozenset(p for p, label in optim.trainable_labels_flat(params, ("^bert/",)).items()
-                     if label == "frozen")
-  step = steps.make_train_step(model, optax.identity(), task_order=train.TASKS, compile_fn=parallel.compile,
-                               frozen_paths=frozen, loss_weights=loss_weights)
+  step = steps.make_train_step(model, optax.identity(), task_order=train.TASKS, parallel=parallel,
+                               freeze=optim.Freeze.from_regexes(params, ("^bert/",)), loss_weights=loss_weights)
   batches = next(data.train_stream(schedule="round_robin", proportions="balanced", batch_size=24,
                                    num_epochs=1, seed=0, num_devices=1))
   rng = jax.random.key(3)

@@ -7,10 +7,11 @@ import numpy as np
 import optax
 import pytest
 
+from train import steps
 from train.configs import default
-from train.optim import (create_learning_rate_schedule, create_optimizer, decay_mask, param_paths,
-                         trainable_labels, trainable_labels_flat)
+from train.optim import Freeze, create_learning_rate_schedule, create_optimizer, decay_mask, param_paths
 from train.pcgrad import find_pcgrad_state, pcgrad_combine
+from train.state import TrainState
 
 KEY = jax.random.PRNGKey(0)
 
@@ -62,18 +63,30 @@ def test_decay_mask_skips_layer_norm_and_biases():
   assert {path for path, decays in mask.items() if not decays} == NO_DECAY
 
 
-def test_trainable_labels_from_freeze_regexes():
+def test_freeze_from_regexes():
   params = random_tree(0)
-  encoder_frozen = flat_paths(trainable_labels(params, ("^bert/",)))
-  assert all((label == "frozen") == path.startswith("bert/") for path, label in encoder_frozen.items())
-  words_frozen = flat_paths(trainable_labels(params, ("word_embeddings",)))
-  assert [p for p, label in words_frozen.items() if label == "frozen"] == [
-      "bert/embeddings/word_embeddings/embedding"]
-  assert trainable_labels_flat(params, "word_embeddings") == words_frozen
+  encoder_frozen = Freeze.from_regexes(params, ("^bert/",))
+  assert all((path in encoder_frozen.frozen_paths) == path.startswith("bert/") for path in flat_paths(params))
+  words_frozen = Freeze.from_regexes(params, ("word_embeddings",))
+  assert sorted(words_frozen.frozen_paths) == ["bert/embeddings/word_embeddings/embedding"]
+  assert Freeze.from_regexes(params, "word_embeddings") == words_frozen
   with pytest.raises(ValueError, match=r"'\^bret/' matches no parameter"):
-    trainable_labels(params, ("^bret/",))
+    Freeze.from_regexes(params, ("^bret/",))
   with pytest.raises(ValueError, match="not a valid regex"):
-    trainable_labels(params, ("(",))
+    Freeze.from_regexes(params, ("(",))
+
+
+def test_freeze_splits_off_the_trainable_leaves_and_merges_them_back():
+  params, other = random_tree(0), random_tree(1)
+  freeze = Freeze.from_regexes(params, ("word_embeddings",))
+  trainable = freeze.trainable(other)
+  assert set(flat_paths(trainable)) == set(flat_paths(params)) - freeze.frozen_paths
+  merged = flat_paths(freeze.merge(trainable, params))
+  assert set(merged) == set(flat_paths(params))
+  for path, value in merged.items():
+    np.testing.assert_array_equal(value, flat_paths(params if path in freeze.frozen_paths else other)[path])
+  assert jax.tree.structure(freeze.merge(trainable, params)) == jax.tree.structure(params)
+  assert Freeze().trainable(params) is params
 
 
 def test_weight_decay_moves_only_decayed_params():
@@ -92,15 +105,17 @@ def test_weight_decay_moves_only_decayed_params():
 
 
 def test_frozen_params_never_move_and_hold_no_adam_state():
+  # Through the trainer's apply (train/steps.py), which is where Freeze keeps them out.
   params = random_tree(2)
+  freeze = Freeze.from_regexes(params, ("^bert/",))
   tx = create_optimizer(make_config(freeze=("^bert/",), learning_rate=1e-2, warmup_steps=0),
                         total_steps=10)
-  state = tx.init(params)
-  step = jax.jit(lambda p, s, g: _apply(tx, p, s, g))
-  new_params = params
+  apply = jax.jit(steps.make_apply_gradients(tx, task_order=("sst",), freeze=freeze, per_task_gradients=False))
+  state = TrainState.create(jax.tree.map(jnp.copy, params), tx, freeze)
   for i in range(3):
-    new_params, state = step(new_params, state, random_tree(10 + i))
-  before, after = flat_paths(params), flat_paths(new_params)
+    state, _ = apply(state, {"sst": freeze.trainable(random_tree(10 + i))}, {"sst": jnp.float32(1.0)}, KEY)
+  before, after = flat_paths(params), flat_paths(state.params)
+  assert set(after) == set(before)
   for path in before:
     if path.startswith("bert/"):
       np.testing.assert_array_equal(after[path], before[path], err_msg=path)
@@ -108,14 +123,9 @@ def test_frozen_params_never_move_and_hold_no_adam_state():
       assert not np.allclose(after[path], before[path]), path
 
   for moment in ("mu", "nu"):
-    tree = optax.tree_utils.tree_get(state, moment)
+    tree = optax.tree_utils.tree_get(state.opt_state, moment)
     assert sorted(jax.tree.leaves(param_paths(tree))) == [
         "sentiment/dense/bias", "sentiment/dense/kernel"]
-
-
-def _apply(tx, params, state, grads):
-  updates, state = tx.update(grads, state, params)
-  return optax.apply_updates(params, updates), state
 
 
 @pytest.mark.parametrize("schedule,mid_value", [
@@ -153,8 +163,9 @@ def _adam_first_moment_norm(clip_norm, freeze=()):
   if freeze:  # trainable (head) grads of norm 0.5, huge frozen encoder grads
     grads["sentiment"] = jax.tree.map(lambda p: jnp.full_like(p, 0.5 / np.sqrt(45)),
                                       grads["sentiment"])
+  trainable = Freeze.from_regexes(params, freeze).trainable  # what the trainer hands the optimizer
   tx = create_optimizer(make_config(clip_norm=clip_norm, freeze=freeze), total_steps=10)
-  _, state = tx.update(grads, tx.init(params), params)
+  _, state = tx.update(trainable(grads), tx.init(trainable(params)), trainable(params))
   return float(optax.tree.norm(optax.tree_utils.tree_get(state, "mu")))
 
 
@@ -175,10 +186,12 @@ def test_pcgrad_runs_first_on_stacked_task_grads():
   config = make_config(freeze=("word_embeddings",), learning_rate=1e-2, warmup_steps=0)
   config.pcgrad.enabled = True
   config.pcgrad.tasks = ("para", "sts")
+  freeze = Freeze.from_regexes(params, config.optim.freeze)
+  trainable = freeze.trainable  # the trainer hands the optimizer the trainable leaves alone
   tx = create_optimizer(config, total_steps=10)
   step_key = jax.random.fold_in(KEY, 7)
   updates, state = jax.jit(lambda g, s, p, k: tx.update(g, s, p, rng=k))(
-      stacked, tx.init(params), params, step_key)
+      trainable(stacked), tx.init(trainable(params)), trainable(params), step_key)
 
   # Reference: frozen grads zeroed, surgery on tasks (1, 2), then the plain optimizer.
   no_words = lambda tree: {**tree, "bert": {**tree["bert"], "embeddings": {
@@ -187,13 +200,21 @@ def test_pcgrad_runs_first_on_stacked_task_grads():
   combined, diagnostics = pcgrad_combine(no_words(stacked), step_key, pcgrad_tasks=(1, 2))
   config.pcgrad.enabled = False
   plain = create_optimizer(config, total_steps=10)
-  expected, _ = plain.update(combined, plain.init(params), params)
+  expected, _ = plain.update(trainable(combined), plain.init(trainable(params)), trainable(params))
+  assert set(flat_paths(updates)) == set(flat_paths(expected)) == set(flat_paths(params)) - freeze.frozen_paths
   for path, value in flat_paths(expected).items():
     np.testing.assert_allclose(flat_paths(updates)[path], value, rtol=1e-5, atol=1e-7,
                                err_msg=path)
-  assert np.all(flat_paths(updates)["bert/embeddings/word_embeddings/embedding"] == 0)
   np.testing.assert_allclose(find_pcgrad_state(state).cosine_similarity,
                              diagnostics.cosine_similarity, rtol=1e-6)
+  # And the trainer's apply leaves the frozen table as it was.
+  apply = jax.jit(steps.make_apply_gradients(tx, task_order=("sst", "para", "sts"), freeze=freeze,
+                                             per_task_gradients=True))
+  task_grads = {t: trainable(jax.tree.map(lambda g: g[i], stacked)) for i, t in enumerate(("sst", "para", "sts"))}
+  after, _ = apply(TrainState.create(jax.tree.map(jnp.copy, params), tx, freeze), task_grads,
+                   {t: jnp.float32(1.0) for t in task_grads}, step_key)
+  np.testing.assert_array_equal(flat_paths(after.params)["bert/embeddings/word_embeddings/embedding"],
+                                flat_paths(params)["bert/embeddings/word_embeddings/embedding"])
 
 
 def test_disabled_pcgrad_accepts_rng_and_unknown_pcgrad_task_raises():

@@ -161,6 +161,61 @@ def test_a_workdir_written_under_the_old_field_names_resumes(tiny_world, finishe
   assert json.loads((workdir / "results.json").read_text())["config_history"] == {"main": []}  # no change
 
 
+def _raw_state(step_dir: pathlib.Path):
+  """(state as saved, progress) of one step, read without a target tree: dicts and lists, by name."""
+  import orbax.checkpoint as ocp
+  with ocp.CheckpointManager(step_dir.parent, item_names=("state", "progress")) as manager:
+    restored = manager.restore(int(step_dir.name), args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(), progress=ocp.args.JsonRestore()))
+  return restored.state, restored.progress
+
+
+def _named_leaves(tree) -> dict:
+  import jax
+  from train.checkpointing import _key_name
+  return {"/".join(_key_name(k) for k in path): np.asarray(leaf)
+          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def test_a_workdir_saved_with_the_old_optimizer_state_layout_resumes_to_the_same_run(
+    tiny_world, finished_run, tmp_path, capsys):
+  """Checkpoints from before optim.Freeze hold optax.partition's optimizer state; a resume converts it."""
+  import jax
+  from tests.test_state_layouts import old_optimizer
+  from train.checkpointing import RunCheckpoints
+  from train.state import TrainState
+  workdir = _copy(finished_run, tmp_path, drop_step=4)
+  config = tiny_config(tiny_world, tmp_path, num_epochs=1)
+  main = workdir / "checkpoints" / "main"
+  # Step 2 as the old code saved it: each array moved, by its name, into optax.partition's tree.
+  saved, progress = _raw_state(main / "2")
+  today = _named_leaves(saved["opt_state"])
+  old_tx = old_optimizer(ml_collections.ConfigDict({"optim": config.optim, "pcgrad": config.pcgrad,
+                                                    "conflicts": config.conflicts}))
+  old_tree = old_tx.init(saved["params"])
+  prefix = "inner_states/trainable/inner_state/"
+  old_names = list(_named_leaves(old_tree))
+  assert old_names and all(name.startswith(prefix) for name in old_names)
+  assert sorted(name[len(prefix):] for name in old_names) == sorted(today)
+  old_opt_state = jax.tree.unflatten(jax.tree.structure(old_tree), [today[name[len(prefix):]] for name in old_names])
+  old_state = TrainState(step=saved["step"], params=saved["params"], opt_state=old_opt_state,
+                         first_nonfinite=saved["first_nonfinite"])
+  shutil.rmtree(main / "2")
+  checkpoints = RunCheckpoints(str(main), async_save=False)
+  checkpoints.save(2, old_state, progress)
+  checkpoints.close()
+  assert any(name.startswith("opt_state/" + prefix) for name in _named_leaves(_raw_state(main / "2")[0]))
+
+  capsys.readouterr()
+  train.train_and_evaluate(config, str(workdir))
+  assert "resumed from step 2 of 4" in capsys.readouterr().out
+  resumed, uninterrupted = _raw_state(main / "4")[0], _raw_state(finished_run / "checkpoints" / "main" / "4")[0]
+  resumed, uninterrupted = _named_leaves(resumed), _named_leaves(uninterrupted)
+  assert resumed.keys() == uninterrupted.keys()
+  for name, value in uninterrupted.items():
+    np.testing.assert_array_equal(resumed[name], value, err_msg=name)
+
+
 # ---- more epochs -------------------------------------------------------------------------------
 
 

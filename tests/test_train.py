@@ -65,11 +65,10 @@ def build_step(config, parallel, params_like, data, *, freeze=()):
   """The trainer's own pieces, for tests that drive steps directly."""
   trainer_model = train.build_model(config, bert_checkpoints.load_hf_checkpoint(config.checkpoint).config)
   tx = optim.create_optimizer(config, 10, task_names=TASKS)
-  frozen = frozenset(p for p, label in optim.trainable_labels_flat(params_like, freeze).items()
-                     if label == "frozen")
-  step = steps.make_train_step(trainer_model, tx, task_order=TASKS, compile_fn=parallel.compile,
-                               frozen_paths=frozen, per_task_gradients=config.pcgrad.enabled)
-  return trainer_model, tx, step
+  frozen = optim.Freeze.from_regexes(params_like, freeze)
+  step = steps.make_train_step(trainer_model, tx, task_order=TASKS, parallel=parallel,
+                               freeze=frozen, per_task_gradients=config.pcgrad.enabled)
+  return trainer_model, tx, frozen, step
 
 
 @pytest.fixture(scope="module")
@@ -87,18 +86,19 @@ def _initial_params(config, loaded, data):
   return multitask.init_params(model, jax.random.key(1), data.example_batches(), pretrained_bert=pretrained)
 
 
-def _run_steps(config, mode, num_devices, loaded, data, num_steps=3, freeze=()):
+def _run_steps(config, mode, num_devices, loaded, data, num_steps=3, freeze=(), packed=False):
   parallel = DataParallel.create(mode, num_devices)
   params = _initial_params(config, loaded, data)
   before = jax.device_get(params)  # host copies: the device buffers are donated to the step
-  _, tx, step = build_step(config, parallel, params, data, freeze=freeze)
-  state = parallel.replicate(TrainState.create(params, tx))
+  _, tx, frozen, step = build_step(config, parallel, params, data, freeze=freeze)
+  state = parallel.replicate(TrainState.create(params, tx, frozen))
   stream = data.train_stream(schedule=config.task_schedule, proportions=config.proportions,
-                             batch_size=config.batch_size, num_epochs=1, seed=0, num_devices=8)
+                             batch_size=config.batch_size, num_epochs=1, seed=0, num_devices=8,
+                             packing=data.packing_spec(num_devices=num_devices) if packed else None)
   for i in range(num_steps):
     batches = {t: parallel.put_batch(b) for t, b in next(stream).items()}
     state, metrics = step(state, batches, jax.random.fold_in(jax.random.key(0), i))
-  return before, jax.device_get(parallel.unreplicate(state).params), metrics
+  return before, jax.device_get(state.params), metrics
 
 
 def _flat(tree):
@@ -124,13 +124,15 @@ def test_frozen_encoder_is_bit_identical_after_steps(tiny_world, task_data, tmp_
   assert heads_moved
 
 
-@pytest.mark.parametrize("use_pcgrad", [False, True], ids=["summed", "pcgrad"])
-def test_parallel_modes_match_single_device(tiny_world, task_data, tmp_path, use_pcgrad):
+@pytest.mark.parametrize("use_pcgrad,packed", [(False, False), (True, False), (False, True)],
+                         ids=["summed", "pcgrad", "packed"])
+def test_parallel_modes_match_single_device(tiny_world, task_data, tmp_path, use_pcgrad, packed):
+  # Packed: each device's rows hold its own examples (one packing group per device).
   assert jax.device_count() == 8, "conftest.py should give 8 simulated CPU devices"
   config = tiny_config(tiny_world, tmp_path, **{"pcgrad.enabled": use_pcgrad})
-  _, single, _ = _run_steps(config, "jit", 1, *task_data)
+  _, single, _ = _run_steps(config, "jit", 1, *task_data, packed=packed)
   for mode in ("jit", "pmap"):
-    _, parallel, metrics = _run_steps(config, mode, 8, *task_data)
+    _, parallel, metrics = _run_steps(config, mode, 8, *task_data, packed=packed)
     for key, value in _flat(single).items():
       np.testing.assert_allclose(_flat(parallel)[key], value, atol=1e-5, err_msg=f"{mode}: {key}")
   if use_pcgrad:

@@ -22,15 +22,21 @@ compares them. `restore_newest_good` walks the steps newest first; a step that
 fails to read or to verify is reported, moved aside to
 `<directory>/corrupt/<step>-<n>` (kept, never deleted) and the next older step is
 tried. Checkpoints written before checksums existed restore with a warning.
+
+Layout: a step whose state tree is not the one this run builds is refused
+(`CheckpointMismatchError`), unless it is one of the `older_layouts` the run
+names (train/state_layouts.py): a tree that earlier code saved for the same
+config. It is then restored and verified in that layout, and converted.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -114,11 +120,26 @@ def _tree_paths(tree: Any) -> set[str]:
   return {"/".join(_key_name(k) for k in path) for path, _ in jax.tree_util.tree_leaves_with_path(tree)}
 
 
+@dataclasses.dataclass(frozen=True)
+class OlderLayout:
+  """A state tree that earlier code saved, and how a restore reads it into today's.
+
+  `like(like_state)` is today's `like_state` rearranged into that layout (the same
+  arrays, its tree), or None when the two hold different arrays; `upgrade(restored,
+  like_state)` turns a state restored in that layout into today's tree.
+  """
+  description: str
+  like: Callable[[Any], Any]
+  upgrade: Callable[[Any, Any], Any]
+
+
 class RunCheckpoints:
   """Save/restore of (train state, JSON progress) under `directory`, keyed by step."""
 
-  def __init__(self, directory: str, *, best_metric: str = "overall_mean", async_save: bool = True):
+  def __init__(self, directory: str, *, best_metric: str = "overall_mean", async_save: bool = True,
+               older_layouts: Sequence[OlderLayout] = ()):
     self.best_metric = best_metric
+    self.older_layouts = tuple(older_layouts)
     self.directory = os.path.abspath(directory)
     keep = policies.AnyPreservationPolicy([
         policies.LatestN(n=2),
@@ -156,12 +177,14 @@ class RunCheckpoints:
   def restore(self, step: int, like_state: Any) -> tuple[Any, dict]:
     """Restores and verifies step `step` with the tree, shapes and shardings of `like_state`.
 
-    Raises CheckpointCorruptError when the step cannot be read or fails its checksums, and
-    CheckpointMismatchError when it is intact but holds a different tree than `like_state`.
+    A step saved in one of `older_layouts` is restored and verified in that layout, then
+    converted to `like_state`'s tree. Raises CheckpointCorruptError when the step cannot be
+    read or fails its checksums, and CheckpointMismatchError when it is intact but holds a
+    different tree than `like_state` (in any known layout).
     """
     progress = self.restore_progress(step)
-    self._check_tree(step, like_state)
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
+    layout, saved_like = self._saved_layout(step, like_state)
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, saved_like)
     try:
       restored = self.manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract))).state
@@ -176,6 +199,10 @@ class RunCheckpoints:
       if problems:
         raise CheckpointCorruptError(
             f"{len(problems)} array(s) differ from what was saved: " + "; ".join(problems[:3]))
+    if layout is not None:
+      logging.info("checkpoint step %d in %s holds %s; converted to today's state tree",
+                   step, self.directory, layout.description)
+      restored = layout.upgrade(restored, like_state)
     return restored, progress
 
   def restore_progress(self, step: int) -> dict:
@@ -192,7 +219,11 @@ class RunCheckpoints:
       raise CheckpointCorruptError("its progress item differs from what was saved (SHA-256 mismatch)")
     return progress
 
-  def _check_tree(self, step: int, like_state: Any) -> None:
+  def _saved_layout(self, step: int, like_state: Any) -> tuple[OlderLayout | None, Any]:
+    """(None, like_state) when `step` holds today's tree, else (the older layout, its like_state).
+
+    Raises CheckpointMismatchError when it holds neither.
+    """
     try:
       metadata = self.manager.item_metadata(step)["state"]
       saved_paths = _tree_paths(metadata.tree if hasattr(metadata, "tree") else metadata)
@@ -201,12 +232,17 @@ class RunCheckpoints:
     if not saved_paths:
       raise CheckpointCorruptError("its array metadata lists no arrays")
     wanted = _tree_paths(like_state)
-    if saved_paths != wanted:
-      missing, extra = sorted(wanted - saved_paths), sorted(saved_paths - wanted)
-      raise CheckpointMismatchError(
-          f"checkpoint step {step} in {self.directory} holds a different parameter tree than this "
-          f"config builds: missing {missing[:5]}{' ...' if len(missing) > 5 else ''}, unexpected "
-          f"{extra[:5]}{' ...' if len(extra) > 5 else ''}. The model config changed since it was saved.")
+    if saved_paths == wanted:
+      return None, like_state
+    for layout in self.older_layouts:
+      older_like = layout.like(like_state)
+      if older_like is not None and _tree_paths(older_like) == saved_paths:
+        return layout, older_like
+    missing, extra = sorted(wanted - saved_paths), sorted(saved_paths - wanted)
+    raise CheckpointMismatchError(
+        f"checkpoint step {step} in {self.directory} holds a different parameter tree than this "
+        f"config builds: missing {missing[:5]}{' ...' if len(missing) > 5 else ''}, unexpected "
+        f"{extra[:5]}{' ...' if len(extra) > 5 else ''}. The model config changed since it was saved.")
 
   def restore_newest_good(self, like_state: Any, check_progress: Callable[[int, dict], None] = lambda s, p: None,
                           say: Callable[[str], None] = logging.warning) -> tuple[int, Any, dict] | None:

@@ -9,7 +9,6 @@ task from the training split, so training and evaluation share shapes.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Iterator, Mapping
 
 import ml_collections
@@ -76,13 +75,15 @@ class TaskData:
       raise ValueError(f"config.data.para_fraction={para_fraction}; expected a fraction in [0, 1]")
     return cls(splits, buckets, data.quora_split, packing, {"para": para_fraction})
 
-  def packing_spec(self, *, parallel_mode: str, num_devices: int) -> PackingSpec | None:
-    """The packing layout for these devices: one group per device under pmap, rows divisible under jit."""
+  def packing_spec(self, *, num_devices: int) -> PackingSpec | None:
+    """The packing layout for a batch split over `num_devices` devices: one group per device.
+
+    The step runs per device under jit and pmap alike (train/parallel.py), so each
+    device's rows must hold exactly its own examples, indexed locally.
+    """
     if not self.packing:
       return None
-    if parallel_mode == "pmap":
-      return dataclasses.replace(self.packing, num_groups=num_devices)
-    return dataclasses.replace(self.packing, row_multiple=math.lcm(self.packing.row_multiple, num_devices))
+    return dataclasses.replace(self.packing, num_groups=num_devices)
 
   def train_stream(self, *, schedule: str, proportions: str, batch_size: int, num_epochs: int,
                    seed: int, num_devices: int, packing: PackingSpec | None = None) -> MultiTaskSampler:

@@ -1,20 +1,19 @@
 """The whole optimizer, built from config as one optax chain.
 
-    [zero frozen grads -> conflict method]   unless config.conflicts.method is "sum"
-    -> partition by parameter path:
-         "trainable": clip_by_global_norm -> adamw(schedule, decay mask)
-         "frozen":    set_to_zero
+    [conflict method]   unless config.conflicts.method is "sum"
+    -> clip_by_global_norm -> adamw(schedule, decay mask)
 
 A conflict method (PCGrad, MGDA, UPGrad, ...: `train/conflicts/registry.py`;
 `config.pcgrad.enabled=True` means PCGrad) goes first because it consumes the
 per-task gradients (leaves [T, ...]) and emits their combination, sum_t w_t g_t;
-everything after it sees ordinary gradients
-shaped like the parameters. Frozen gradients are zeroed before the surgery so
-that parameters which never move cannot steer the projections or the
-diagnostics. `optax.partition` gives frozen parameters `set_to_zero` and masks
-them out of the trainable branch, so they hold no Adam moments at all (the
-optimizer state has `optax.MaskedNode` there) and do not count towards the
-clipping norm.
+everything after it sees ordinary gradients shaped like the parameters.
+
+No transform here sees a frozen parameter (`config.optim.freeze`): `Freeze`,
+below, takes them out of the tree before the gradient is taken, and the
+optimizer is built for and given the trainable subtree alone. So they hold no
+Adam moments, cannot steer a conflict method's projections or diagnostics, and
+do not count towards the clipping norm, without a mask re-applied at each of
+those places.
 
 Per-task loss weights are not an optimizer concern: the trainer multiplies each
 task's loss by its weight before differentiating, so with PCGrad the surgery
@@ -29,10 +28,12 @@ loss-weighting methods).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from typing import Any
 
+import flax.traverse_util
 import jax
 import ml_collections
 import optax
@@ -43,7 +44,6 @@ from train.conflicts import registry
 PyTree = Any
 
 SCHEDULES = ("warmup_linear", "warmup_cosine", "constant")
-TRAINABLE, FROZEN = "trainable", "frozen"
 # Standard BERT fine-tuning practice (Devlin et al.; HF run_glue): no weight
 # decay on biases or LayerNorm parameters, whose scale carries no capacity to
 # regularise and whose shrinkage towards zero only hurts.
@@ -87,28 +87,49 @@ def _freeze_patterns(freeze_regexes: str | Sequence[str]) -> list[re.Pattern]:
   return patterns
 
 
-def trainable_labels(params: PyTree, freeze_regexes: str | Sequence[str]) -> PyTree:
-  """"frozen" where any regex is found (re.search) in the leaf's path, else "trainable".
+@dataclasses.dataclass(frozen=True)
+class Freeze:
+  """Which parameters a stage trains: all but `frozen_paths` ('/'-joined paths).
 
-  A regex that matches no parameter raises: a typo there would otherwise
-  silently train what was meant to be frozen.
+  The one place frozen parameters are dealt with. The train step differentiates
+  `trainable(params)` alone, so XLA never computes, say, the dense gradient of a
+  frozen 30522-row word-embedding table; the optimizer is built for that same
+  subtree (`TrainState.create`), so frozen parameters hold no optimizer state,
+  never reach a conflict method or the clipping norm, and are never written; the
+  step puts the updated trainable leaves back with `merge`.
   """
-  patterns = _freeze_patterns(freeze_regexes)
-  paths = param_paths(params)
-  all_paths = jax.tree.leaves(paths)
-  for pattern in patterns:
-    if not any(pattern.search(p) for p in all_paths):
-      raise ValueError(f"optim.freeze: regex {pattern.pattern!r} matches no parameter path; "
-                       f"paths look like {all_paths[:3]}")
-  return jax.tree.map(
-      lambda path: FROZEN if any(p.search(path) for p in patterns) else TRAINABLE, paths)
+  frozen_paths: frozenset[str] = frozenset()
 
+  @classmethod
+  def from_regexes(cls, params: PyTree, freeze_regexes: str | Sequence[str]) -> "Freeze":
+    """Frozen: every parameter whose path any regex is found in (re.search), e.g. "^bert/".
 
-def trainable_labels_flat(params: PyTree, freeze_regexes: str | Sequence[str]) -> dict[str, str]:
-  """{path: "trainable" | "frozen"}, the flat form of `trainable_labels` (for the trainer's
-  split of params into differentiated and constant parts)."""
-  labels = trainable_labels(params, freeze_regexes)
-  return dict(zip(jax.tree.leaves(param_paths(params)), jax.tree.leaves(labels)))
+    A regex that matches no parameter raises: a typo there would otherwise
+    silently train what was meant to be frozen.
+    """
+    patterns = _freeze_patterns(freeze_regexes)
+    all_paths = jax.tree.leaves(param_paths(params))
+    for pattern in patterns:
+      if not any(pattern.search(p) for p in all_paths):
+        raise ValueError(f"optim.freeze: regex {pattern.pattern!r} matches no parameter path; "
+                         f"paths look like {all_paths[:3]}")
+    return cls(frozenset(p for p in all_paths if any(pattern.search(p) for pattern in patterns)))
+
+  def trainable(self, tree: PyTree) -> PyTree:
+    """`tree` (params, or anything shaped like them) without the frozen leaves."""
+    if not self.frozen_paths:
+      return tree
+    flat = flax.traverse_util.flatten_dict(tree, sep="/")
+    return flax.traverse_util.unflatten_dict(
+        {path: leaf for path, leaf in flat.items() if path not in self.frozen_paths}, sep="/")
+
+  def merge(self, trainable: PyTree, params: PyTree) -> PyTree:
+    """`params` with the leaves of `trainable` in place of their own."""
+    if not self.frozen_paths:
+      return trainable
+    return flax.traverse_util.unflatten_dict(
+        {**flax.traverse_util.flatten_dict(params, sep="/"),
+         **flax.traverse_util.flatten_dict(trainable, sep="/")}, sep="/")
 
 
 def _warmup_steps(optim_config: ml_collections.ConfigDict, total_steps: int) -> int:
@@ -155,38 +176,36 @@ def uses_per_task_gradients(config: ml_collections.ConfigDict) -> bool:
   return registry.needs_per_task_gradients(config)
 
 
+def parameter_update(optim_config: ml_collections.ConfigDict,
+                     learning_rate_schedule: optax.Schedule) -> optax.GradientTransformation:
+  """clip_by_global_norm (when `clip_norm` > 0), then AdamW with the decay mask: gradients in, updates out."""
+  chain = []
+  if optim_config.clip_norm > 0:
+    chain.append(optax.clip_by_global_norm(float(optim_config.clip_norm)))
+  chain.append(optax.adamw(
+      learning_rate_schedule, b1=float(optim_config.b1), b2=float(optim_config.b2),
+      eps=float(optim_config.eps), weight_decay=float(optim_config.weight_decay), mask=decay_mask))
+  return optax.chain(*chain)
+
+
 def create_optimizer(config: ml_collections.ConfigDict, total_steps: int,
                      task_names: Sequence[str] = TASKS,
                      learning_rate_schedule: optax.Schedule | None = None,
                      ) -> optax.GradientTransformationExtraArgs:
   """The training optimizer from `config.optim` and (optional) `config.conflicts` / `config.pcgrad`.
 
-  `task_names` fixes the order of the task axis that a conflict method expects
-  in the stacked gradients; `config.pcgrad.tasks` names a subset of it.
-  `learning_rate_schedule` replaces the one built from `config.optim` and
-  `total_steps` (a run continued with more epochs has one segment per start).
+  It updates whatever tree it is given: the trainer gives it the trainable
+  parameters only (`Freeze`). `task_names` fixes the order of the task axis
+  that a conflict method expects in the stacked gradients; `config.pcgrad.tasks`
+  names a subset of it. `learning_rate_schedule` replaces the one built from
+  `config.optim` and `total_steps` (a run continued with more epochs has one
+  segment per start).
   """
   optim_config = config.optim
-  task_names = tuple(task_names)
-  freeze = optim_config.freeze
-  _freeze_patterns(freeze)  # fail on a bad regex now, not inside the first jitted step
-
-  trainable_chain = []
-  if optim_config.clip_norm > 0:
-    trainable_chain.append(optax.clip_by_global_norm(float(optim_config.clip_norm)))
-  trainable_chain.append(optax.adamw(
-      learning_rate_schedule or create_learning_rate_schedule(optim_config, total_steps),
-      b1=float(optim_config.b1), b2=float(optim_config.b2), eps=float(optim_config.eps),
-      weight_decay=float(optim_config.weight_decay), mask=decay_mask))
-  labels = lambda tree: trainable_labels(tree, freeze)
-  partitioned = optax.partition(
-      {TRAINABLE: optax.chain(*trainable_chain), FROZEN: optax.set_to_zero()}, labels)
-
-  method = registry.create_conflict_transform(config, task_names)
+  _freeze_patterns(optim_config.freeze)  # fail on a bad regex now, not inside the first jitted step
+  update = parameter_update(optim_config, learning_rate_schedule
+                            or create_learning_rate_schedule(optim_config, total_steps))
+  method = registry.create_conflict_transform(config, tuple(task_names))
   if method is None:
-    return partitioned
-  surgery = [method]
-  if freeze:
-    frozen_mask = lambda tree: jax.tree.map(lambda label: label == FROZEN, labels(tree))
-    surgery.insert(0, optax.masked(optax.set_to_zero(), frozen_mask))
-  return optax.chain(*surgery, partitioned)
+    return update
+  return optax.chain(method, update)

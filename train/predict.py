@@ -156,15 +156,13 @@ def predict_examples(trained, task: str, examples: list[dict], *, labeled: bool,
                     if packing else None)
     parallel_settings = evaluation.get("parallel") or {}
     parallel = DataParallel.create(parallel_settings.get("mode", "jit"), parallel_settings.get("num_devices", 0))
-    packing_spec = data.packing_spec(parallel_mode=parallel.mode,
-                                     num_devices=len(parallel.devices) if parallel.mode == "jit"
-                                     else parallel.num_local_devices)
+    packing_spec = data.packing_spec(num_devices=parallel.num_devices)
     fn = parallel.compile_predict_step(steps.make_predict_step(model, task))
     params = parallel.replicate(jax.tree.map(np.asarray, trained.params))
     answered = np.zeros(len(examples), bool)
     from tqdm import tqdm  # pylint: disable=import-outside-toplevel
     num_batches = -(-len(examples) // batch_size)
-    batches = data.eval_batches(task, "input", batch_size, parallel.num_local_devices, packing=packing_spec)
+    batches = data.eval_batches(task, "input", batch_size, parallel.num_devices, packing=packing_spec)
     for batch in tqdm(batches, total=num_batches, desc=f"{task} predict", unit="batch",
                       disable=num_batches < 8, file=sys.stderr):
       batch_outputs = np.asarray(parallel.gather(fn(params, parallel.put_batch(batch))))

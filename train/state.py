@@ -16,6 +16,9 @@ NO_FAILURE = -1
 class TrainState:
   """Everything a resumed run needs on device; the rng is derived from (seed, step).
 
+  `opt_state` is the optimizer's state of the trainable parameters alone
+  (`optim.Freeze`): frozen ones have none.
+
   `first_nonfinite` is (step, task index) of the first step whose loss was not
   finite, or (-1, -1). The step records it on device, without a host sync, and
   from then on leaves params and optimizer state untouched, so the last good
@@ -27,6 +30,8 @@ class TrainState:
   first_nonfinite: jax.Array
 
   @classmethod
-  def create(cls, params: Any, tx: optax.GradientTransformation) -> "TrainState":
-    return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+  def create(cls, params: Any, tx: optax.GradientTransformation, freeze=None) -> "TrainState":
+    """The state before the first step; `freeze` (an `optim.Freeze`) keeps `tx` to the trainable params."""
+    trainable = params if freeze is None else freeze.trainable(params)
+    return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(trainable),
                first_nonfinite=jnp.full((2,), NO_FAILURE, jnp.int32))

@@ -14,7 +14,11 @@ where per-task pieces compile once per task and bucket (at most 12) and the
 apply once per set of tasks. The gradients stay on device between the pieces,
 so the step still never waits on the host.
 
-`parallel.py` compiles both pieces with `jax.jit` over a device mesh or `jax.pmap`.
+Both pieces are written once, for one device: the task gradient sees that
+device's slice of the batch and sums across the `data` axis itself.
+`parallel.py` maps them over the devices, as `jax.jit` of `jax.shard_map` or as
+`jax.pmap`; on one device the sums across devices are left out, and the step
+is the plain single-device one.
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Mapping, Sequence
 
-import flax.traverse_util
 import jax
 import jax.numpy as jnp
 import optax
@@ -30,59 +33,45 @@ import optax
 from bert_jax import losses as losses_lib, multitask
 from bert_jax.batch import Batch
 from bert_jax.tasks import TASK_METHODS
+from train import gradient_stats, optim
 from train.conflicts import engine as conflicts_engine
 from train.conflicts import pcgrad
+from train.parallel import BATCH, DATA_AXIS, REPLICATED, DataParallel, sum_over_devices
 from train.state import TrainState
 
 
-
-def split_params(params: Any, frozen_paths: frozenset[str]) -> tuple[dict, dict]:
-  """Flat {path: leaf} dicts of the trainable and the frozen params."""
-  flat = flax.traverse_util.flatten_dict(params, sep="/")
-  trainable = {k: v for k, v in flat.items() if k not in frozen_paths}
-  frozen = {k: v for k, v in flat.items() if k in frozen_paths}
-  return trainable, frozen
-
-
-def merge_params(trainable: dict, frozen: dict) -> Any:
-  return flax.traverse_util.unflatten_dict({**trainable, **frozen}, sep="/")
-
-
 def make_task_gradient(model: multitask.MultitaskBert, task: str, *, task_index: int,
-                       frozen_paths: frozenset[str], loss_weight: float = 1.0,
-                       similarity_loss: str = "mse", axis_name: str | None = None) -> Callable:
+                       freeze: optim.Freeze = optim.Freeze(), loss_weight: float = 1.0,
+                       similarity_loss: str = "mse") -> Callable:
   """`(params, batch, rng) -> (gradient of the trainable params, loss, metrics)` for one task.
 
-  Differentiating only the trainable subset means XLA never computes, say, the
-  dense gradient of the 30522-row word-embedding table when it is frozen. The
-  gradient is of `loss_weight * loss`; the returned loss is unweighted.
+  A per-device function (`parallel.py` maps it over the `data` axis, under jit or
+  pmap): `batch` is this device's slice, and the loss, its gradient and the
+  metrics are those of the whole batch, the same on every device. Each device
+  differentiates its own weighted loss sum over the weight of the whole batch, so
+  the psum of their gradients is the gradient of the batch's weighted mean loss
+  however unevenly the filler rows (weight 0) fall; on one device that is the
+  plain weighted mean, computed as `task_loss` computes it. The gradient is of
+  `loss_weight * loss`; the returned loss is unweighted. Only the trainable
+  parameters are differentiated (`optim.Freeze`).
   """
-  def objective(trainable, frozen, batch, rng):
-    params = merge_params(trainable, jax.lax.stop_gradient(frozen))
-    outputs = model.apply({"params": params}, batch, deterministic=False, rngs={"dropout": rng},
-                          method=TASK_METHODS[task])
-    loss, metrics = losses_lib.task_loss(task, outputs, batch, similarity_loss=similarity_loss)
-    if axis_name is None:
-      return loss_weight * loss, (loss, metrics)
-    # task_loss is the weighted mean over this device's examples. Rescaling by the
-    # device's share of the global weight makes the pmean of gradients equal the
-    # gradient of the global weighted mean, even when filler rows are uneven.
-    weight_sum = jnp.sum(batch["weights"].astype(jnp.float32))
-    global_weight = jnp.maximum(jax.lax.psum(weight_sum, axis_name), 1.0)
-    scale = weight_sum * jax.lax.psum(1, axis_name) / global_weight
-    global_loss = jax.lax.psum(loss * weight_sum, axis_name) / global_weight
-    return loss_weight * loss * scale, (global_loss, jax.lax.psum(metrics, axis_name))
+  def objective(trainable, params, batch, rng, total_weight):
+    outputs = model.apply({"params": freeze.merge(trainable, params)}, batch, deterministic=False,
+                          rngs={"dropout": rng}, method=TASK_METHODS[task])
+    _, metrics = losses_lib.task_loss(task, outputs, batch, similarity_loss=similarity_loss)
+    return loss_weight * (metrics["loss_sum"] / total_weight), metrics
 
   def task_gradient(params, batch, rng):
     rng = jax.random.fold_in(rng, task_index)
-    if axis_name is not None:
-      rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))  # own dropout mask per shard
-    trainable, frozen = split_params(params, frozen_paths)
-    (_, (loss, metrics)), grads = jax.value_and_grad(objective, has_aux=True)(
-        trainable, frozen, batch, rng)
-    if axis_name is not None:
-      grads = jax.lax.pmean(grads, axis_name)
-    return grads, loss, metrics
+    if jax.lax.axis_size(DATA_AXIS) > 1:  # each device its own dropout masks; one device keeps the step's
+      rng = jax.random.fold_in(rng, jax.lax.axis_index(DATA_AXIS))
+    weight = jnp.sum(jnp.asarray(batch["weights"], jnp.float32))
+    total_weight = jnp.maximum(sum_over_devices(weight), 1.0)
+    grads, metrics = jax.grad(objective, has_aux=True)(freeze.trainable(params), params, batch, rng,
+                                                       total_weight)
+    metrics = sum_over_devices(metrics)  # all weighted sums (losses.task_loss)
+    loss = metrics["loss_sum"] / jnp.maximum(metrics["count"], 1.0)
+    return sum_over_devices(grads), loss, metrics
 
   return task_gradient
 
@@ -103,16 +92,19 @@ def conflict_metrics(opt_state: Any) -> dict:
 
 
 def make_apply_gradients(tx: optax.GradientTransformationExtraArgs, *, task_order: Sequence[str],
-                         frozen_paths: frozenset[str], per_task_gradients: bool,
-                         pass_losses: bool = False) -> Callable:
+                         freeze: optim.Freeze = optim.Freeze(), per_task_gradients: bool,
+                         pass_losses: bool = False, gradient_stats_every: int = 0) -> Callable:
   """`(state, {task: gradient}, {task: loss}, rng) -> (state, metrics)`: one optimizer step.
 
-  With `per_task_gradients` the gradients are stacked on a leading task axis in
-  `task_order` (a task absent from this step contributes zeros), which is what
-  the conflict methods (`train/conflicts/`) consume; otherwise they are summed.
-  With `pass_losses` the task losses also go to `tx.update` as the extra
-  argument `losses` ([T] in `task_order`, NaN for an absent task), for the
-  loss-weighting methods.
+  The gradients are of the trainable parameters (`freeze.trainable`), which is
+  also the tree `tx` updates. With `per_task_gradients` they are stacked on a
+  leading task axis in `task_order` (a task absent from this step contributes
+  zeros), which is what the conflict methods (`train/conflicts/`) consume;
+  otherwise they are summed. With `pass_losses` the task losses also go to
+  `tx.update` as the extra argument `losses` ([T] in `task_order`, NaN for an
+  absent task), for the loss-weighting methods. With `gradient_stats_every` > 0,
+  every such step also reports the task gradients' cosines and norms
+  (`train/gradient_stats.py`), read before they are combined.
 
   Non-finite guard, without a host sync: when a loss or the summed gradient is
   not finite, the step records (step, first bad task) in `first_nonfinite` and
@@ -125,20 +117,17 @@ def make_apply_gradients(tx: optax.GradientTransformationExtraArgs, *, task_orde
   norm is the one clipping needs anyway; a NaN or inf in any task's gradient
   reaches it. Which task failed is worked out only on the failure branch.
   """
-  def apply_gradients(state: TrainState, grads: Mapping[str, dict], losses: Mapping[str, jax.Array],
+  def apply_gradients(state: TrainState, grads: Mapping[str, Any], losses: Mapping[str, jax.Array],
                       rng: jax.Array):
     tasks = [t for t in task_order if t in grads]
-    flat_params = flax.traverse_util.flatten_dict(state.params, sep="/")
-    trainable_paths = [k for k in flat_params if k not in frozen_paths]
-    summed = {k: sum(grads[t][k] for t in tasks) for k in trainable_paths}
+    summed = jax.tree.map(lambda *task_leaves: sum(task_leaves), *(grads[t] for t in tasks))
     if per_task_gradients:
-      combined = {k: jnp.stack([grads[t][k] if t in grads else jnp.zeros_like(flat_params[k])
-                                for t in task_order]) for k in trainable_paths}
-      frozen = {k: jnp.zeros((len(task_order),) + flat_params[k].shape, flat_params[k].dtype)
-                for k in frozen_paths}
+      def stack(param, *task_leaves):
+        given = dict(zip(tasks, task_leaves))
+        return jnp.stack([given[t] if t in given else jnp.zeros_like(param) for t in task_order])
+      combined = jax.tree.map(stack, freeze.trainable(state.params), *(grads[t] for t in tasks))
     else:
       combined = summed
-      frozen = {k: jnp.zeros_like(flat_params[k]) for k in frozen_paths}
     grad_norm = optax.tree.norm(summed)  # of the plain sum, before any surgery
     finite = jnp.isfinite(grad_norm) & jnp.all(jnp.stack([jnp.isfinite(losses[t]) for t in tasks]))
     healthy = finite & (state.first_nonfinite[0] < 0)
@@ -149,10 +138,10 @@ def make_apply_gradients(tx: optax.GradientTransformationExtraArgs, *, task_orde
                                         else jnp.float32(jnp.nan) for t in task_order])
 
     def update(state: TrainState) -> TrainState:
-      updates, opt_state = tx.update(merge_params(combined, frozen), state.opt_state, state.params,
-                                     **extra_args)
-      return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                           opt_state=opt_state)
+      trainable = freeze.trainable(state.params)
+      updates, opt_state = tx.update(combined, state.opt_state, trainable, **extra_args)
+      params = freeze.merge(optax.apply_updates(trainable, updates), state.params)
+      return state.replace(step=state.step + 1, params=params, opt_state=opt_state)
 
     def hold(state: TrainState) -> TrainState:
       task_finite = jnp.stack([jnp.isfinite(losses[t]) & jnp.isfinite(optax.tree.norm(grads[t]))
@@ -165,6 +154,8 @@ def make_apply_gradients(tx: optax.GradientTransformationExtraArgs, *, task_orde
     new_state = jax.lax.cond(healthy, update, hold, state)
     metrics = {"grad_norm": grad_norm, "first_nonfinite": new_state.first_nonfinite,
                **conflict_metrics(new_state.opt_state)}
+    if gradient_stats_every > 0:
+      metrics["gradients"] = gradient_stats.every_n_steps(state.step, gradient_stats_every, grads, task_order)
     return new_state, metrics
 
   return apply_gradients
@@ -185,30 +176,33 @@ class TrainStep:
 
 
 def make_train_step(model: multitask.MultitaskBert, tx: optax.GradientTransformationExtraArgs, *,
-                    task_order: Sequence[str], compile_fn: Callable[..., Callable],
-                    frozen_paths: frozenset[str] = frozenset(),
+                    task_order: Sequence[str], parallel: DataParallel,
+                    freeze: optim.Freeze = optim.Freeze(),
                     loss_weights: Mapping[str, float] | None = None, similarity_loss: str = "mse",
-                    per_task_gradients: bool = False, pass_losses: bool = False) -> TrainStep:
-  """Builds the train step.
+                    per_task_gradients: bool = False, pass_losses: bool = False,
+                    gradient_stats_every: int = 0) -> TrainStep:
+  """Builds the train step: each piece written once, for one device, and mapped by `parallel`.
 
   Args:
     task_order: all task names, in the order PCGrad stacks them and failures are reported.
-    compile_fn: `compile_fn(make_body, donate_argnums)` where `make_body(axis_name)`
-      builds a body; `DataParallel.compile` jits or pmaps it.
-    frozen_paths: '/'-joined param paths that get no gradient at all.
+    parallel: maps the pieces over the devices (jit of shard_map, or pmap).
+    freeze: the parameters that get no gradient and no update.
     per_task_gradients: stack one gradient per task (for a conflict method) instead of summing.
     pass_losses: hand the task losses to `tx.update` (for the loss-weighting methods).
+    gradient_stats_every: every N-th step, report the task gradients' cosines and norms (0: never).
   """
   loss_weights = dict(loss_weights or {})
   task_gradients = {
-      task: compile_fn(lambda axis_name, task=task: make_task_gradient(
-          model, task, task_index=task_order.index(task), frozen_paths=frozen_paths,
-          loss_weight=loss_weights.get(task, 1.0), similarity_loss=similarity_loss,
-          axis_name=axis_name), donate_argnums=())
+      task: parallel.compile(
+          make_task_gradient(model, task, task_index=task_order.index(task), freeze=freeze,
+                             loss_weight=loss_weights.get(task, 1.0), similarity_loss=similarity_loss),
+          in_specs=(REPLICATED, BATCH, REPLICATED))  # params, batch, rng
       for task in task_order}
-  apply_gradients = compile_fn(lambda axis_name: make_apply_gradients(
-      tx, task_order=task_order, frozen_paths=frozen_paths, per_task_gradients=per_task_gradients,
-      pass_losses=pass_losses),
+  apply_gradients = parallel.compile(
+      make_apply_gradients(tx, task_order=task_order, freeze=freeze,
+                           per_task_gradients=per_task_gradients, pass_losses=pass_losses,
+                           gradient_stats_every=gradient_stats_every),
+      in_specs=(REPLICATED,) * 4,  # state, gradients, losses, rng
       donate_argnums=(0,))  # the state; gradients have no output of their shape to alias
   return TrainStep(task_gradients, apply_gradients)
 

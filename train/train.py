@@ -37,7 +37,7 @@ from bert_jax.tasks import TASKS
 from train import config_validation
 from train import data as task_data_lib
 from train import metrics as metrics_lib
-from train import config_changes, optim, plots, steps, trained_run
+from train import config_changes, gradient_stats, optim, plots, state_layouts, steps, trained_run
 from train.checkpointing import RunCheckpoints
 from train.conflicts import registry as conflicts_registry
 from train.configs import default as default_config
@@ -86,6 +86,21 @@ class Stage:
   stream: Any
   # segment ends -> (optimizer, step function) with that learning-rate schedule (see segmented_schedule)
   build_step: Any = None
+  optim_config: Any = None  # what its learning-rate schedule is made of, for the logs
+  schedule_segments: list[int] | None = None  # None: one segment of total_steps
+
+
+def logged_learning_rate(optim_config: ml_collections.ConfigDict, step: int, segment_ends: list[int]) -> float:
+  """The learning rate the optimizer used at `step` (0-based), computed on the host for the logs.
+
+  The same schedule the stage's optimizer was built with (`segmented_schedule`),
+  evaluated at a Python int: no device value is read.
+  """
+  if len(segment_ends) == 1:  # as create_optimizer builds it when the run was never continued
+    schedule = optim.create_learning_rate_schedule(optim_config, segment_ends[0])
+  else:
+    schedule = segmented_schedule(optim_config, segment_ends)
+  return float(np.asarray(jax.device_get(schedule(step))))
 
 
 def segmented_schedule(optim_config: ml_collections.ConfigDict, segment_ends: list[int]):
@@ -190,7 +205,7 @@ class Trainer:
     config = self.config
     stream = self.data.train_stream(schedule=task_schedule, proportions=config.proportions,
                                     batch_size=config.batch_size, num_epochs=num_epochs,
-                                    seed=config.seed, num_devices=self.parallel.num_local_devices,
+                                    seed=config.seed, num_devices=self.parallel.num_devices,
                                     packing=self.packing_spec())
     epoch_ends = list(np.cumsum([stream.steps_per_epoch(e) for e in range(num_epochs)]))
     total_steps = int(epoch_ends[-1])
@@ -199,30 +214,30 @@ class Trainer:
     stage_config = ml_collections.ConfigDict({
         "optim": optim_config, "pcgrad": pcgrad_config,
         "conflicts": conflicts_config if conflicts_config is not None else conflicts_registry.default_config()})
-    frozen = frozenset(p for p, label in optim.trainable_labels_flat(params, optim_config.freeze).items()
-                       if label == "frozen")
+    freeze = optim.Freeze.from_regexes(params, optim_config.freeze)
 
     def build_step(segment_ends: list[int] | None = None):
       schedule = None if segment_ends is None else segmented_schedule(optim_config, segment_ends)
       tx = optim.create_optimizer(stage_config, total_steps, task_names=TASKS, learning_rate_schedule=schedule)
       return tx, steps.make_train_step(
-          self.model, tx, task_order=TASKS, compile_fn=self.parallel.compile, frozen_paths=frozen,
+          self.model, tx, task_order=TASKS, parallel=self.parallel, freeze=freeze,
           loss_weights=dict(config.loss_weights), similarity_loss=config.similarity_loss,
           per_task_gradients=optim.uses_per_task_gradients(stage_config),
-          pass_losses=conflicts_registry.needs_losses(stage_config))
+          pass_losses=conflicts_registry.needs_losses(stage_config),
+          gradient_stats_every=config.gradient_stats_every_steps)
 
     tx, step_fn = build_step()
-    state = self.parallel.replicate(TrainState.create(params, tx))
+    state = self.parallel.replicate(TrainState.create(params, tx, freeze))
+    older_layouts = (state_layouts.partitioned_optimizer_state(stage_config, freeze, task_names=TASKS),)
     return Stage(name, state, step_fn,
                  RunCheckpoints(os.path.join(self.workdir, "checkpoints", name),
-                                best_metric=config.best_metric),
-                 total_steps, [int(e) for e in epoch_ends], stream, build_step)
+                                best_metric=config.best_metric, older_layouts=older_layouts),
+                 total_steps, [int(e) for e in epoch_ends], stream, build_step,
+                 optim_config=optim_config)
 
   def packing_spec(self):
     """How batches are packed on these devices (None: padded to length buckets)."""
-    return self.data.packing_spec(parallel_mode=self.parallel.mode,
-                                  num_devices=len(self.parallel.devices) if self.parallel.mode == "jit"
-                                  else self.parallel.num_local_devices)
+    return self.data.packing_spec(num_devices=self.parallel.num_devices)
 
   # ---- evaluation -------------------------------------------------------------------------------
 
@@ -239,7 +254,7 @@ class Trainer:
     predictions = np.zeros(self.data.num_examples(task, split), np.float32)
     answered = np.zeros(len(predictions), bool)
     for batch in self.data.eval_batches(task, split, self.config.eval_batch_size,
-                                        self.parallel.num_local_devices, packing=self.packing_spec()):
+                                        self.parallel.num_devices, packing=self.packing_spec()):
       outputs = self.parallel.gather(fn(params, self.parallel.put_batch(batch)))
       values = np.asarray(losses_lib.predict(task, outputs))
       real = batch["weights"] > 0
@@ -253,7 +268,6 @@ class Trainer:
     return predictions
 
   def evaluate(self, params: Any, *, write_predictions: bool = False, out_dir: str | None = None) -> dict:
-    params = self.parallel.replicate(params)  # pmap wants a copy per device; a no-op under jit
     scores = {}
     for task in TASKS:
       predictions = self.predict(params, task, "validation")
@@ -304,7 +318,10 @@ class Trainer:
         epoch_end = host_step in stage.epoch_ends or host_step == stage.total_steps
         if host_step % config.log_every_steps == 0 or epoch_end:
           elapsed = time.perf_counter() - window_start
-          summary = self._log_train(host_step, pending, first_nonfinite, window_examples / max(elapsed, 1e-9))
+          summary = self._log_train(host_step, pending, first_nonfinite, window_examples / max(elapsed, 1e-9),
+                                    learning_rate=logged_learning_rate(
+                                        stage.optim_config, host_step - 1,
+                                        stage.schedule_segments or [stage.total_steps]))
           bar.set_postfix(loss=f"{summary['loss_total']:.3f}", ex_s=f"{summary['examples_per_s']:.1f}")
           pending, window_start, window_examples = [], time.perf_counter(), 0
         if epoch_end and host_step in stage.epoch_ends:
@@ -315,20 +332,20 @@ class Trainer:
                                       or progress["epoch"] % config.eval_every_epochs == 0)
         if evaluate_now:
           self._check_finite(stage)
-          scores = self.evaluate(parallel.unreplicate(stage.state).params)
+          scores = self.evaluate(stage.state.params)
           self._log_eval(host_step, scores, stage.name)
           progress["data"] = data_state
           best = progress.get("best")
           if best is None or scores[stage.checkpoints.best_metric] > best["score"]:
             progress["best"] = {"score": scores[stage.checkpoints.best_metric], "step": host_step}
           progress["metrics_offset"] = self.writer.position() if self.writer else None
-          stage.checkpoints.save(host_step, parallel.unreplicate(stage.state), dict(progress),
+          stage.checkpoints.save(host_step, stage.state, dict(progress),
                                  metrics={k: float(v) for k, v in scores.items()})
         elif epoch_end or host_step % config.checkpoint_every_steps == 0:
           self._check_finite(stage)
           progress["data"] = data_state
           progress["metrics_offset"] = self.writer.position() if self.writer else None
-          stage.checkpoints.save(host_step, parallel.unreplicate(stage.state), dict(progress))
+          stage.checkpoints.save(host_step, stage.state, dict(progress))
     finally:
       bar.close()
       batches_iter.close()
@@ -344,7 +361,7 @@ class Trainer:
     raised with a new learning-rate segment, and cuts metrics.jsonl back to what the
     resumed step had logged.
     """
-    config, parallel = self.config, self.parallel
+    config = self.config
     current = config_changes.config_as_json(config)
     accepted: dict[str, tuple] = {}
 
@@ -358,7 +375,7 @@ class Trainer:
           progress["config"], config, stage=stage.name, step=step, where=stage.checkpoints.directory,
           defaults=_DEFAULT_CONFIG_JSON))
 
-    found = stage.checkpoints.restore_newest_good(parallel.unreplicate(stage.state), check_config, say=_say)
+    found = stage.checkpoints.restore_newest_good(stage.state, check_config, say=_say)
     if found is None:
       self._cut_metrics(self._metrics_end, purge_step=1)
       _say(f"{stage.name}: training {stage.total_steps} steps in {self.workdir}")
@@ -381,7 +398,8 @@ class Trainer:
     progress["schedule_segments"] = segments
     if len(segments) > 1:
       _, stage.step_fn = stage.build_step(segments)
-    stage.state = parallel.replicate(restored)
+    stage.schedule_segments = segments
+    stage.state = restored  # placed as `stage.state` was
     stage.stream.set_state(progress["data"], allow_more_epochs=True)
     if step < stage.total_steps:
       dropped = self._cut_metrics(progress.get("metrics_offset"), purge_step=step + 1)
@@ -408,7 +426,7 @@ class Trainer:
     return min(total, self.config.max_steps) if self.config.max_steps > 0 else total
 
   def _check_finite(self, stage: Stage) -> None:
-    step, task = (int(x) for x in jax.device_get(parallel_first(self.parallel, stage.state.first_nonfinite)))
+    step, task = (int(x) for x in jax.device_get(stage.state.first_nonfinite))
     if step >= 0:
       latest = stage.checkpoints.latest_step()
       raise NonFiniteLossError(
@@ -416,14 +434,15 @@ class Trainer:
           f"updated from that step on. The last good checkpoint is step {latest} in "
           f"{stage.checkpoints.manager.directory}. Lower the learning rate or check the data.")
 
-  def _log_train(self, step: int, pending: list, first_nonfinite, examples_per_s: float) -> dict:
-    """Logs a window's mean losses, gradient norm and conflict diagnostics.
+  def _log_train(self, step: int, pending: list, first_nonfinite, examples_per_s: float,
+                 learning_rate: float | None = None) -> dict:
+    """Logs a window's mean losses, gradient norm, learning rate and gradient diagnostics.
 
     `pending` holds the window's step metrics (only LOGGED_STEP_METRICS of them) and
     `first_nonfinite` the newest step's failure record, still on device until here.
+    `learning_rate` is the one the window's last step used.
     """
     pending, first_nonfinite = jax.device_get((pending, first_nonfinite))  # the one host sync per window
-    first_nonfinite = parallel_first(self.parallel, first_nonfinite)
     if first_nonfinite[0] >= 0:
       raise NonFiniteLossError(
           f"non-finite {TASKS[first_nonfinite[1]]} loss or gradient at step {first_nonfinite[0]}; parameters "
@@ -436,12 +455,18 @@ class Trainer:
     summary = {"loss": losses, "loss_total": float(sum(losses.values())),
                "grad_norm": float(np.mean([np.mean(m["grad_norm"]) for m in pending])),
                "examples_per_s": examples_per_s}
+    if learning_rate is not None:
+      summary["learning_rate"] = learning_rate
+    if "gradients" in pending[-1]:  # every config.gradient_stats_every_steps-th step (gradient_stats.py)
+      gradients = gradient_stats.summarize([m["gradients"] for m in pending], TASKS)
+      if gradients is not None:
+        summary["gradients"] = gradients
     for key in ("pcgrad", "conflicts"):  # a conflict method's diagnostics (steps.conflict_metrics)
       if key not in pending[-1]:
         continue
-      cosine = np.mean([parallel_first(self.parallel, m[key]["cosine"]) for m in pending], axis=0)
-      conflicts = np.mean([parallel_first(self.parallel, m[key]["conflicts"]) for m in pending])
-      weights = np.mean([parallel_first(self.parallel, m[key]["weights"]) for m in pending], axis=0)
+      cosine = np.mean([m[key]["cosine"] for m in pending], axis=0)
+      conflicts = np.mean([m[key]["conflicts"] for m in pending])
+      weights = np.mean([m[key]["weights"] for m in pending], axis=0)
       names = TASKS
       summary[key] = {"cosine": {f"{names[i]}-{names[j]}": float(cosine[i, j])
                                  for i in range(len(names)) for j in range(i + 1, len(names))},
@@ -460,7 +485,7 @@ class Trainer:
 _DEFAULT_CONFIG_JSON = config_changes.config_as_json(default_config.get_config())
 # What `Trainer._log_train` reads of each step's metrics; the rest (the per-task "task" metrics,
 # and every step's `first_nonfinite` but the newest) is never copied to the host.
-LOGGED_STEP_METRICS = ("loss", "grad_norm", "pcgrad", "conflicts")
+LOGGED_STEP_METRICS = ("loss", "grad_norm", "pcgrad", "conflicts", "gradients")
 
 
 def _say(message: str) -> None:
@@ -468,12 +493,6 @@ def _say(message: str) -> None:
   logging.info(message)
   if jax.process_index() == 0:
     tqdm.write(message)
-
-
-def parallel_first(parallel: DataParallel, value):
-  """One device's copy of a replicated value (pmap metrics carry a device axis)."""
-  value = np.asarray(jax.device_get(value))
-  return value[0] if parallel.mode == "pmap" else value
 
 
 def format_scores_table(scores: dict, data_description: str) -> str:
@@ -555,5 +574,5 @@ def _best_score(stage: Stage) -> float:
 
 def _restore_best_params(trainer: Trainer, stage: Stage) -> Any:
   step = stage.checkpoints.best_step() or stage.checkpoints.latest_step()
-  restored, _ = stage.checkpoints.restore(step, trainer.parallel.unreplicate(stage.state))
+  restored, _ = stage.checkpoints.restore(step, stage.state)
   return restored.params
