@@ -58,6 +58,7 @@ def pytest_configure(config):
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
   # .ci/run runs every test; `-m "not slow"` skips the ones that start the trainer many times.
   config.addinivalue_line("markers", "slow: starts the trainer many times (minutes); CI runs it")
+  config.addinivalue_line("markers", "multiprocess: starts several train.main processes as one JAX job; CI runs it")
 
 
 def pytest_unconfigure(config):
