@@ -84,23 +84,9 @@ class Stage:
   total_steps: int
   epoch_ends: list[int]
   stream: Any
-  # segment ends -> (optimizer, step function) with that learning-rate schedule (see segmented_schedule)
+  # segment ends -> (optimizer, learning-rate schedule, step function) (see segmented_schedule)
   build_step: Any = None
-  optim_config: Any = None  # what its learning-rate schedule is made of, for the logs
-  schedule_segments: list[int] | None = None  # None: one segment of total_steps
-
-
-def logged_learning_rate(optim_config: ml_collections.ConfigDict, step: int, segment_ends: list[int]) -> float:
-  """The learning rate the optimizer used at `step` (0-based), computed on the host for the logs.
-
-  The same schedule the stage's optimizer was built with (`segmented_schedule`),
-  evaluated at a Python int: no device value is read.
-  """
-  if len(segment_ends) == 1:  # as create_optimizer builds it when the run was never continued
-    schedule = optim.create_learning_rate_schedule(optim_config, segment_ends[0])
-  else:
-    schedule = segmented_schedule(optim_config, segment_ends)
-  return float(np.asarray(jax.device_get(schedule(step))))
+  learning_rate: Any = None  # optimizer step -> the learning rate its optimizer uses there, for the logs
 
 
 def segmented_schedule(optim_config: ml_collections.ConfigDict, segment_ends: list[int]):
@@ -219,21 +205,22 @@ class Trainer:
     def build_step(segment_ends: list[int] | None = None):
       schedule = None if segment_ends is None else segmented_schedule(optim_config, segment_ends)
       tx = optim.create_optimizer(stage_config, total_steps, task_names=TASKS, learning_rate_schedule=schedule)
-      return tx, steps.make_train_step(
+      # The schedule create_optimizer builds when given none, kept for the logs.
+      schedule = schedule or optim.create_learning_rate_schedule(optim_config, total_steps)
+      return tx, schedule, steps.make_train_step(
           self.model, tx, task_order=TASKS, parallel=self.parallel, freeze=freeze,
           loss_weights=dict(config.loss_weights), similarity_loss=config.similarity_loss,
           per_task_gradients=optim.uses_per_task_gradients(stage_config),
           pass_losses=conflicts_registry.needs_losses(stage_config),
           gradient_stats_every=config.gradient_stats_every_steps)
 
-    tx, step_fn = build_step()
+    tx, learning_rate, step_fn = build_step()
     state = self.parallel.replicate(TrainState.create(params, tx, freeze))
     older_layouts = (state_layouts.partitioned_optimizer_state(stage_config, freeze, task_names=TASKS),)
     return Stage(name, state, step_fn,
                  RunCheckpoints(os.path.join(self.workdir, "checkpoints", name),
                                 best_metric=config.best_metric, older_layouts=older_layouts),
-                 total_steps, [int(e) for e in epoch_ends], stream, build_step,
-                 optim_config=optim_config)
+                 total_steps, [int(e) for e in epoch_ends], stream, build_step, learning_rate)
 
   def packing_spec(self):
     """How batches are packed on these devices (None: padded to length buckets)."""
@@ -319,9 +306,7 @@ class Trainer:
         if host_step % config.log_every_steps == 0 or epoch_end:
           elapsed = time.perf_counter() - window_start
           summary = self._log_train(host_step, pending, first_nonfinite, window_examples / max(elapsed, 1e-9),
-                                    learning_rate=logged_learning_rate(
-                                        stage.optim_config, host_step - 1,
-                                        stage.schedule_segments or [stage.total_steps]))
+                                    learning_rate=float(stage.learning_rate(host_step - 1)))
           bar.set_postfix(loss=f"{summary['loss_total']:.3f}", ex_s=f"{summary['examples_per_s']:.1f}")
           pending, window_start, window_examples = [], time.perf_counter(), 0
         if epoch_end and host_step in stage.epoch_ends:
@@ -397,8 +382,7 @@ class Trainer:
       segments.append(stage.total_steps)
     progress["schedule_segments"] = segments
     if len(segments) > 1:
-      _, stage.step_fn = stage.build_step(segments)
-    stage.schedule_segments = segments
+      _, stage.learning_rate, stage.step_fn = stage.build_step(segments)
     stage.state = restored  # placed as `stage.state` was
     stage.stream.set_state(progress["data"], allow_more_epochs=True)
     if step < stage.total_steps:
