@@ -18,12 +18,12 @@ Two task schedules (`TASK_SCHEDULES`, config.task_schedule):
                 tasks repeat within an epoch and large ones carry over.
 
 `epoch_fractions` trains a task on only part of its data per epoch (the
-"cut down on PARA training" of the reports): the sampler treats the task as if
-it had round(f * N_t) examples, so its share of each round-robin step (under
-"size" and "annealed"), the epoch length and its sequential steps shrink to ~f.
-Its iterator still walks its whole shuffled data, so the next epoch continues
-with examples this one did not reach. A fraction of 0 leaves the task out of
-every step.
+"cut down on PARA training" of the reports), or on more than all of it: the
+sampler treats the task as if it had round(f * N_t) examples, so its share of
+each round-robin step (under "size" and "annealed"), the epoch length and its
+sequential steps scale by ~f. Its iterator still walks its whole shuffled data,
+so the next epoch continues with examples this one did not reach, and f = 2
+walks it twice per epoch. A fraction of 0 leaves the task out of every step.
 
 Every per-task batch size is a positive multiple of the device count, so each
 task's batch shards evenly. The sampler's state (`get_state`) is a small
@@ -77,8 +77,8 @@ def epoch_sizes(sizes: Mapping[str, int], fractions: Mapping[str, float]) -> dic
   result = {}
   for t, n in sizes.items():
     f = float(fractions.get(t, 1.0))
-    if not 0.0 <= f <= 1.0:
-      raise ValueError(f"epoch fraction of {t} is {f}; expected a number in [0, 1]")
+    if not (math.isfinite(f) and f >= 0.0):
+      raise ValueError(f"epoch fraction of {t} is {f}; expected a finite number >= 0")
     result[t] = n if f == 1.0 else (max(1, round(f * n)) if f > 0 else 0)
   if not any(result.values()):
     raise ValueError(f"epoch_fractions {dict(fractions)} leave no task to train")
@@ -124,8 +124,8 @@ class MultiTaskSampler:
     seed: shuffling seed; with the same arguments the sequence is identical.
     num_devices: local device count; every batch size must be a multiple of it.
     packing: pack each task's batches (data_prep/packing.py) instead of padding them.
-    epoch_fractions: {task: f in [0, 1]}; a task trains on ~f of its examples per epoch
-      (0: not at all). Tasks not named keep 1.
+    epoch_fractions: {task: f >= 0}; a task trains on ~f times its examples per epoch
+      (0: not at all; above 1 it repeats within an epoch). Tasks not named keep 1.
 
   The counters `epoch`, `step_in_epoch` and `global_step` describe the *next*
   step; after the last step of an epoch, `step_in_epoch` is back at 0.

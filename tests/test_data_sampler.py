@@ -179,9 +179,23 @@ def test_epoch_fraction_resumes_and_default_state_is_unchanged(splits):
     make(splits).set_state(make(splits, epoch_fractions={"para": 0.5}).get_state())
 
 
+@pytest.mark.parametrize("schedule", ["sequential", "round_robin"])
+def test_an_epoch_fraction_above_one_repeats_the_task_within_an_epoch(splits, schedule):
+  twice = make(splits, schedule=schedule, total_batch_size=16, num_epochs=1, epoch_fractions={"sst": 2.0})
+  assert twice.epoch_sizes == {"sst": 80, "para": 100, "sts": 20}
+  seen = [i for step in twice for i in step.get("sst", {"index": np.array([], int)})["index"] if i >= 0]
+  # Every SST example twice, give or take the last step's batch, each pass a new shuffle.
+  assert len(seen) == pytest.approx(80, abs=twice.batch_sizes(0)["sst"])
+  counts = np.bincount(seen, minlength=40)
+  assert counts.min() >= 1 and counts.max() <= 3 and np.sum(counts >= 2) >= 30
+  if schedule == "round_robin":  # under "size", twice the share of each step
+    assert twice.batch_sizes(0)["sst"] > make(splits, total_batch_size=16, num_epochs=1).batch_sizes(0)["sst"]
+
+
 def test_bad_epoch_fractions_are_refused(splits):
-  with pytest.raises(ValueError, match="epoch fraction of para is 1.5; expected a number in"):
-    make(splits, epoch_fractions={"para": 1.5})
+  for bad in (-0.5, float("nan"), float("inf")):
+    with pytest.raises(ValueError, match="epoch fraction of para is .*; expected a finite number >= 0"):
+      make(splits, epoch_fractions={"para": bad})
   with pytest.raises(ValueError, match=r"names tasks \['quora'\]"):
     make(splits, epoch_fractions={"quora": 0.5})
   with pytest.raises(ValueError, match="leave no task to train"):

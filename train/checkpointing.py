@@ -27,6 +27,14 @@ Layout: a step whose state tree is not the one this run builds is refused
 (`CheckpointMismatchError`), unless it is one of the `older_layouts` the run
 names (train/state_layouts.py): a tree that earlier code saved for the same
 config. It is then restored and verified in that layout, and converted.
+
+Host-local replicas: in a job of several processes, Orbax saves only global
+arrays, whose shards together span every process. pmap mode keeps the state
+replicated on each process's own devices instead: every process holds the whole
+state, and no array spans processes. With `host_local_replicas` such a state is
+saved as host numpy, which only the primary process writes (the replicas are
+equal: every update is all-reduced over all devices), and restored as numpy
+onto the like state's devices.
 """
 
 from __future__ import annotations
@@ -137,8 +145,9 @@ class RunCheckpoints:
   """Save/restore of (train state, JSON progress) under `directory`, keyed by step."""
 
   def __init__(self, directory: str, *, best_metric: str = "overall_mean", async_save: bool = True,
-               older_layouts: Sequence[OlderLayout] = ()):
+               older_layouts: Sequence[OlderLayout] = (), host_local_replicas: bool = False):
     self.best_metric = best_metric
+    self.host_local_replicas = host_local_replicas
     self.older_layouts = tuple(older_layouts)
     self.directory = os.path.abspath(directory)
     keep = policies.AnyPreservationPolicy([
@@ -166,6 +175,8 @@ class RunCheckpoints:
     The checksums are taken here, before the save returns: the next train step donates
     `state`'s buffers.
     """
+    if self.host_local_replicas:
+      state = jax.tree.map(_one_replica, state)
     progress = dict(progress)
     progress.pop(INTEGRITY_KEY, None)
     progress[INTEGRITY_KEY] = {"format": INTEGRITY_FORMAT, "state": state_checksums(state),
@@ -184,7 +195,10 @@ class RunCheckpoints:
     """
     progress = self.restore_progress(step)
     layout, saved_like = self._saved_layout(step, like_state)
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, saved_like)
+    if self.host_local_replicas:  # read as host numpy, placed like `like_state` below
+      abstract = jax.tree.map(lambda x: np.empty(x.shape, x.dtype), saved_like)
+    else:
+      abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, saved_like)
     try:
       restored = self.manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract))).state
@@ -203,6 +217,8 @@ class RunCheckpoints:
       logging.info("checkpoint step %d in %s holds %s; converted to today's state tree",
                    step, self.directory, layout.description)
       restored = layout.upgrade(restored, like_state)
+    if self.host_local_replicas:
+      restored = jax.tree.map(lambda value, like: jax.device_put(value, like.sharding), restored, like_state)
     return restored, progress
 
   def restore_progress(self, step: int) -> dict:
@@ -292,6 +308,13 @@ class RunCheckpoints:
 
   def close(self) -> None:
     self.manager.close()
+
+
+def _one_replica(x: Any) -> Any:
+  """Host numpy of one device's copy of a replicated array (other leaves as they are)."""
+  if isinstance(x, jax.Array):
+    return np.asarray(x.addressable_data(0))
+  return x
 
 
 def _first_line(error: BaseException) -> str:

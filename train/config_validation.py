@@ -184,6 +184,9 @@ OPTIM_RULES: dict[str, Check] = {
     "eps": number(min=0, min_open=True),
     "weight_decay": number(min=0),
     "clip_norm": number(),  # <= 0: no clipping
+    "layer_decay": number(min=0, max=1, min_open=True),
+    "head_learning_rate_multiplier": number(min=0, min_open=True),
+    "ema_decay": number(min=0, max=1, max_open=True),  # 0: no average
     "freeze": regexes(),
 }
 
@@ -204,7 +207,9 @@ RULES: dict[str, Check] = {
     "data.quora_split": one_of(pipeline.QUORA_SPLITS),
     "data.extra_sst": one_of(task_data.EXTRA_SST),
     "data.extra_sts": one_of(task_data.EXTRA_STS),
-    "data.para_fraction": number(min=0, max=1),
+    "data.sst_fraction": number(min=0),
+    "data.para_fraction": number(min=0),
+    "data.sts_fraction": number(min=0),
     "data.skip_bad_rows": boolean(),
     "model.sentiment_pooling": one_of(multitask.POOLINGS),
     "model.pair_pooling": one_of(multitask.POOLINGS),

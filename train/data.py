@@ -9,6 +9,7 @@ task from the training split, so training and evaluation share shapes.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Iterator, Mapping
 
 import ml_collections
@@ -70,10 +71,11 @@ class TaskData:
       if max(packing.pack_lengths) < data.max_length:
         raise ValueError(f"config.data.pack_lengths={packing.pack_lengths} cannot hold a sequence of "
                          f"max_length={data.max_length}; add {data.max_length}")
-    para_fraction = float(data.get("para_fraction", 1.0))
-    if not 0.0 <= para_fraction <= 1.0:
-      raise ValueError(f"config.data.para_fraction={para_fraction}; expected a fraction in [0, 1]")
-    return cls(splits, buckets, data.quora_split, packing, {"para": para_fraction})
+    fractions = {task: float(data.get(f"{task}_fraction", 1.0)) for task in pipeline.TASKS}
+    for task, fraction in fractions.items():
+      if not (math.isfinite(fraction) and fraction >= 0.0):
+        raise ValueError(f"config.data.{task}_fraction={fraction}; expected a number >= 0 (1 = all of it once)")
+    return cls(splits, buckets, data.quora_split, packing, fractions)
 
   def packing_spec(self, *, num_devices: int) -> PackingSpec | None:
     """The packing layout for a batch split over `num_devices` devices: one group per device.

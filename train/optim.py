@@ -39,6 +39,7 @@ import ml_collections
 import optax
 
 from bert_jax.tasks import TASKS
+from train import weight_averaging
 from train.conflicts import registry
 
 PyTree = Any
@@ -176,15 +177,69 @@ def uses_per_task_gradients(config: ml_collections.ConfigDict) -> bool:
   return registry.needs_per_task_gradients(config)
 
 
+_ENCODER_LAYER = re.compile(r"^bert/encoder/layer/(\d+)/")
+
+
+def learning_rate_multiplier(path: str, num_layers: int, layer_decay: float, head_multiplier: float) -> float:
+  """The factor on the learning rate of the parameter at `path` (layer-wise decay, ELECTRA-style).
+
+  Encoder layer i (0 = the lowest of num_layers) gets layer_decay ** (num_layers - i),
+  so the top layer trains at layer_decay times the rate and each layer below at
+  another factor of it; the embeddings sit one step below layer 0, at
+  layer_decay ** (num_layers + 1), and the pretrained pooler level with the top
+  layer. Everything outside `bert/` is a task head, freshly initialised, and gets
+  `head_multiplier`. (Clark et al. 2020, ELECTRA, appendix A.)
+  """
+  if not path.startswith("bert/"):
+    return float(head_multiplier)
+  layer = _ENCODER_LAYER.match(path)
+  if layer:
+    return float(layer_decay) ** (num_layers - int(layer.group(1)))
+  if path.startswith("bert/embeddings/"):
+    return float(layer_decay) ** (num_layers + 1)
+  return float(layer_decay)  # the pooler, and any other encoder parameter above the layers
+
+
+def scale_learning_rates(layer_decay: float, head_multiplier: float) -> optax.GradientTransformation:
+  """Multiplies each update by its parameter's `learning_rate_multiplier`.
+
+  Placed after AdamW, it scales the whole step, the decoupled weight decay
+  included: exactly a per-parameter learning rate. The factors are Python
+  floats read off the tree's paths at trace time, so they cost one multiply.
+  """
+  def scale(updates, params=None):
+    del params
+    paths = param_paths(updates)
+    layers = [int(m.group(1)) for m in map(_ENCODER_LAYER.match, jax.tree.leaves(paths)) if m]
+    num_layers = max(layers) + 1 if layers else 0
+    return jax.tree.map(
+        lambda u, path: u * learning_rate_multiplier(path, num_layers, layer_decay, head_multiplier),
+        updates, paths)
+  return optax.stateless(scale)
+
+
 def parameter_update(optim_config: ml_collections.ConfigDict,
                      learning_rate_schedule: optax.Schedule) -> optax.GradientTransformation:
-  """clip_by_global_norm (when `clip_norm` > 0), then AdamW with the decay mask: gradients in, updates out."""
+  """Gradients in, updates out: clipping, AdamW, per-layer rates, then the weight average.
+
+  clip_by_global_norm (when `clip_norm` > 0), AdamW with the decay mask, the
+  layer-wise rates (when `layer_decay` or `head_learning_rate_multiplier` is not
+  1) and the moving average of the weights (when `ema_decay` > 0; it reads the
+  final update and changes none).
+  """
   chain = []
   if optim_config.clip_norm > 0:
     chain.append(optax.clip_by_global_norm(float(optim_config.clip_norm)))
   chain.append(optax.adamw(
       learning_rate_schedule, b1=float(optim_config.b1), b2=float(optim_config.b2),
       eps=float(optim_config.eps), weight_decay=float(optim_config.weight_decay), mask=decay_mask))
+  layer_decay = float(optim_config.get("layer_decay", 1.0))
+  head_multiplier = float(optim_config.get("head_learning_rate_multiplier", 1.0))
+  if layer_decay != 1.0 or head_multiplier != 1.0:
+    chain.append(scale_learning_rates(layer_decay, head_multiplier))
+  ema_decay = float(optim_config.get("ema_decay", 0.0))
+  if ema_decay > 0:
+    chain.append(weight_averaging.params_ema(ema_decay))
   return optax.chain(*chain)
 
 

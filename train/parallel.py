@@ -94,6 +94,15 @@ class DataParallel:
   def mesh(self) -> Mesh:
     return Mesh(np.asarray(self.devices), (DATA_AXIS,))
 
+  @property
+  def has_host_local_state(self) -> bool:
+    """True when each process holds its own replica of the state (pmap over several processes).
+
+    pmap maps over a process's own devices, so its replicated state spans no other
+    process: Orbax cannot save it as a global array (train/checkpointing.py).
+    """
+    return self.mode == "pmap" and jax.process_count() > 1
+
   def replicate(self, tree: Any) -> Any:
     """`tree` (the train state, or params) on every device, as the mapped functions take it."""
     return jax.device_put(tree, NamedSharding(self.mesh, REPLICATED))
@@ -152,8 +161,14 @@ class DataParallel:
     return self.compile(predict_step, in_specs=(REPLICATED, BATCH), out_specs=BATCH)
 
   def gather(self, outputs: Any) -> Any:
-    """Host numpy of per-example outputs, in batch order."""
-    if jax.process_count() > 1 and self.mode == "jit":
+    """Host numpy of per-example outputs, in batch order.
+
+    With several processes each holds the outputs of its own rows (jit: its shards of
+    a global array; pmap: its devices' slices), and every process gets all of them:
+    `put_batch` gave process i the i-th contiguous block of rows, so concatenating
+    the blocks in process order is batch order in both modes.
+    """
+    if jax.process_count() > 1:
       from jax.experimental import multihost_utils
       outputs = multihost_utils.process_allgather(outputs, tiled=True)
     outputs = jax.device_get(outputs)

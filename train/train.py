@@ -37,7 +37,7 @@ from bert_jax.tasks import TASKS
 from train import config_validation
 from train import data as task_data_lib
 from train import metrics as metrics_lib
-from train import config_changes, gradient_stats, optim, plots, state_layouts, steps, trained_run
+from train import config_changes, gradient_stats, optim, plots, state_layouts, steps, trained_run, weight_averaging
 from train.checkpointing import RunCheckpoints
 from train.conflicts import registry as conflicts_registry
 from train.configs import default as default_config
@@ -219,7 +219,8 @@ class Trainer:
     older_layouts = (state_layouts.partitioned_optimizer_state(stage_config, freeze, task_names=TASKS),)
     return Stage(name, state, step_fn,
                  RunCheckpoints(os.path.join(self.workdir, "checkpoints", name),
-                                best_metric=config.best_metric, older_layouts=older_layouts),
+                                best_metric=config.best_metric, older_layouts=older_layouts,
+                                host_local_replicas=self.parallel.has_host_local_state),
                  total_steps, [int(e) for e in epoch_ends], stream, build_step, learning_rate)
 
   def packing_spec(self):
@@ -317,7 +318,7 @@ class Trainer:
                                       or progress["epoch"] % config.eval_every_epochs == 0)
         if evaluate_now:
           self._check_finite(stage)
-          scores = self.evaluate(stage.state.params)
+          scores = self.evaluate(weight_averaging.evaluation_params(stage.state))
           self._log_eval(host_step, scores, stage.name)
           progress["data"] = data_state
           best = progress.get("best")
@@ -559,4 +560,4 @@ def _best_score(stage: Stage) -> float:
 def _restore_best_params(trainer: Trainer, stage: Stage) -> Any:
   step = stage.checkpoints.best_step() or stage.checkpoints.latest_step()
   restored, _ = stage.checkpoints.restore(step, stage.state)
-  return restored.params
+  return weight_averaging.evaluation_params(restored)

@@ -43,6 +43,10 @@ def get_config() -> ml_collections.ConfigDict:
   # dwarfs the other tasks (the official train split has ~141k pairs, SST 8.5k, STS 6k);
   # one report trained on less of it so that it would not crowd out SST and STS.
   config.data.para_fraction = 1.0
+  # The same for SST and STS; above 1 a task repeats within an epoch (2 = twice its examples),
+  # and takes that much more of each round-robin step under proportions "size".
+  config.data.sst_fraction = 1.0
+  config.data.sts_fraction = 1.0
   config.data.skip_bad_rows = True  # quora-dev.csv has 2 malformed rows; they are counted and reported
 
   config.model = ml_collections.ConfigDict()
@@ -83,6 +87,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.optim.eps = 1e-8
   config.optim.weight_decay = 0.01
   config.optim.clip_norm = 1.0
+  # Layer-wise learning-rate decay: encoder layer i of L trains at layer_decay ** (L - i) times the
+  # rate, the embeddings one step lower (train/optim.py); 1.0 = one rate for all. The task heads,
+  # trained from scratch, train at head_learning_rate_multiplier times the rate.
+  config.optim.layer_decay = 1.0
+  config.optim.head_learning_rate_multiplier = 1.0
+  # > 0: evaluate, pick the best checkpoint and export with a moving average of the weights
+  # (train/weight_averaging.py), e.g. 0.999; training itself goes on with the raw weights.
+  config.optim.ema_decay = 0.0
   config.optim.freeze = ()  # regexes on param paths, e.g. ("^bert/",) or ("word_embeddings",)
 
   config.pcgrad = ml_collections.ConfigDict()
