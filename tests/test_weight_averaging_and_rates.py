@@ -117,6 +117,11 @@ def test_a_run_with_an_average_trains_the_same_weights_and_evaluates_and_exports
   for path, value in averaged.items():
     np.testing.assert_array_equal(exported[path], value, err_msg=path)
   assert any(not np.array_equal(averaged[p], raw_flat[p]) for p in raw_flat)
+  # A workdir read from its checkpoints alone (no bundle) gives the average too.
+  from train import trained_run
+  from_checkpoints = flax.traverse_util.flatten_dict(trained_run.restore_best_params(manager_dir), sep="/")
+  for path, value in averaged.items():
+    np.testing.assert_array_equal(from_checkpoints[path], value, err_msg=path)
   assert averaged_scores != plain_scores  # the dev scores are the averaged model's
   results = json.loads((tmp_path / "ema" / "results.json").read_text())
   assert results["config"]["optim"]["ema_decay"] == 0.5

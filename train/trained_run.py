@@ -31,6 +31,7 @@ from bert_jax import bundle as bundle_lib
 from bert_jax import checkpoints as bert_checkpoints
 from bert_jax.config import BertConfig
 from bert_jax.tokenizer import Tokenizer
+from train import weight_averaging
 from train.checkpointing import RunCheckpoints
 
 RESULTS_FILE = "results.json"
@@ -113,7 +114,9 @@ def restore_best_params(stage_dir: str | os.PathLike, best_metric: str = "overal
 
   Only the "params" subtree is read, as host arrays, from the checkpoint's own
   metadata: the optimizer state's structure, the device count and the shardings
-  of the run that saved it do not matter.
+  of the run that saved it do not matter. A run that kept a moving average of its
+  weights (`optim.ema_decay`) evaluated and exported the average, so that is what
+  comes back (train/weight_averaging.py).
   """
   stage_dir = pathlib.Path(stage_dir).absolute()
   if not stage_dir.is_dir():
@@ -131,10 +134,32 @@ def restore_best_params(stage_dir: str | os.PathLike, best_metric: str = "overal
     if not isinstance(tree, dict) or "params" not in tree:
       raise TrainedRunError(f"{stage_dir}/{step}: the checkpoint's state has no 'params'")
     item = {"params": jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), tree["params"])}
+    averaged_path = _path_to_key(tree.get("opt_state"), "params_ema")
+    if averaged_path is not None:
+      item["opt_state"] = jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), tree["opt_state"])
     restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
         item=item, restore_args=restore_args, partial_restore=True)))
-  return restored.state["params"]
+  params = restored.state["params"]
+  if averaged_path is None:
+    return params
+  averaged = restored.state["opt_state"]
+  for key in averaged_path:
+    averaged = averaged[key]
+  return weight_averaging.merge_average(params, averaged)
+
+
+def _path_to_key(tree: Any, wanted: str) -> tuple | None:
+  """The keys leading from `tree` (nested dicts and lists) to the dict entry `wanted`, or None."""
+  items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, (list, tuple)) else ()
+  for key, child in items:
+    if key == wanted:
+      return (key,)
+    below = _path_to_key(child, wanted)
+    if below is not None:
+      return (key, *below)
+  return None
+
 
 
 def params_to_continue(path: str | os.PathLike, model, pretrained: bert_checkpoints.LoadedCheckpoint) -> dict:

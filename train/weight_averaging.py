@@ -73,7 +73,12 @@ def evaluation_params(state) -> PyTree:
   averaged = averaged_weights(state.opt_state)
   if averaged is None:
     return state.params
-  flat = flax.traverse_util.flatten_dict(state.params, sep="/")
+  return merge_average(state.params, averaged)
+
+
+def merge_average(params: PyTree, averaged: PyTree) -> PyTree:
+  """`params` with each leaf that `averaged` has (the trainable ones) replaced by its average."""
+  flat = flax.traverse_util.flatten_dict(params, sep="/")
   for path, value in flax.traverse_util.flatten_dict(averaged, sep="/").items():
     flat[path] = value.astype(flat[path].dtype)
   return flax.traverse_util.unflatten_dict(flat, sep="/")
