@@ -32,12 +32,11 @@ from tqdm import tqdm
 
 from bert_jax import bundle as bundle_lib
 from bert_jax import checkpoints as bert_checkpoints
-from bert_jax import losses as losses_lib, multitask
+from bert_jax import multitask
 from bert_jax.tasks import TASKS
 from train import config_validation
 from train import data as task_data_lib
-from train import metrics as metrics_lib
-from train import config_changes, gradient_stats, optim, plots, state_layouts, steps, trained_run, weight_averaging
+from train import config_changes, evaluation, gradient_stats, optim, plots, state_layouts, steps, trained_run, weight_averaging
 from train.checkpointing import RunCheckpoints
 from train.conflicts import registry as conflicts_registry
 from train.configs import default as default_config
@@ -158,7 +157,7 @@ class Trainer:
     self.writer = MetricWriter(workdir) if jax.process_index() == 0 else None
     # Two independent streams: one initialises the heads, the other gives step k the key fold_in(k).
     self.init_rng, self.base_rng = jax.random.split(jax.random.key(config.seed))
-    self._predict_fns = {}
+    self.evaluator = evaluation.Evaluator(self.model, self.data, self.parallel, config.eval_batch_size)
     # Resume bookkeeping: where the previous stage's metrics end (a fresh stage cuts what a killed
     # attempt logged after it), how many stages ran, and each stage's accepted config changes.
     self._metrics_end: int | None = 0
@@ -230,51 +229,12 @@ class Trainer:
   # ---- evaluation -------------------------------------------------------------------------------
 
   def predict(self, params: Any, task: str, split: str) -> np.ndarray:
-    """Predictions for every example of a split, in split order (padding rows dropped).
-
-    Raises:
-      RuntimeError: some example got no prediction (a batching bug; scores and
-        submission files would otherwise hold zeros for it, unnoticed).
-    """
-    if task not in self._predict_fns:
-      self._predict_fns[task] = self.parallel.compile_predict_step(steps.make_predict_step(self.model, task))
-    fn = self._predict_fns[task]
-    predictions = np.zeros(self.data.num_examples(task, split), np.float32)
-    answered = np.zeros(len(predictions), bool)
-    for batch in self.data.eval_batches(task, split, self.config.eval_batch_size,
-                                        self.parallel.num_devices, packing=self.packing_spec()):
-      outputs = self.parallel.gather(fn(params, self.parallel.put_batch(batch)))
-      values = np.asarray(losses_lib.predict(task, outputs))
-      real = batch["weights"] > 0
-      predictions[batch["index"][real]] = values[real]
-      answered[batch["index"][real]] = True
-    if not answered.all():
-      missing = np.flatnonzero(~answered)
-      ids = self.data.ids(task, split)
-      raise RuntimeError(f"{task} {split}: {len(missing)} of {len(ids)} examples got no prediction, "
-                         f"e.g. id {ids[missing[0]]}")
-    return predictions
+    """Predictions for every example of a split, in split order (padding rows dropped)."""
+    return self.evaluator.predict(params, task, split)
 
   def evaluate(self, params: Any, *, write_predictions: bool = False, out_dir: str | None = None) -> dict:
-    scores = {}
-    for task in TASKS:
-      predictions = self.predict(params, task, "validation")
-      labels = self.data.labels(task, "validation")
-      scores[metrics_lib.TASK_METRIC[task]] = metrics_lib.task_score(task, predictions, labels)
-      if write_predictions:
-        metrics_lib.write_submission(os.path.join(out_dir, f"{task}-dev-output.csv"), task,
-                                     self.data.ids(task, "validation"), predictions)
-        test = self.predict(params, task, "test")
-        metrics_lib.write_submission(os.path.join(out_dir, f"{task}-test-output.csv"), task,
-                                     self.data.ids(task, "test"), test)
-        for split in ("validation", "test"):
-          placeholders = self.data.placeholder_rows(task, split)
-          if placeholders:
-            logging.warning("%s %s: %d row(s) could not be read in full and were predicted from what was left "
-                            "(empty text); their ids are in the prediction file all the same:\n  %s",
-                            task, split, len(placeholders), "\n  ".join(placeholders))
-    scores.update(metrics_lib.overall_scores(scores))
-    return scores
+    """Dev scores; with `write_predictions`, the dev and test prediction files in `out_dir`."""
+    return self.evaluator.evaluate(params, out_dir=out_dir if write_predictions else None)
 
   # ---- the loop ---------------------------------------------------------------------------------
 
