@@ -115,24 +115,30 @@ def make_apply_gradients(tx: optax.GradientTransformationExtraArgs, *, task_orde
   elementwise passes over that state (bench/README.md, "Figures taken out of
   the code", has what it cost and the command that measures it). The sum's
   norm is the one clipping needs anyway; a NaN or inf in any task's gradient
-  reaches it. Which task failed is worked out only on the failure branch.
+  reaches it. With per-task gradients the norm of their sum is read off their
+  Gram matrix (sqrt of the sum of its entries), which is then handed to the
+  conflict method as the extra argument `gram`. Which task failed is worked out only on the failure branch.
   """
   def apply_gradients(state: TrainState, grads: Mapping[str, Any], losses: Mapping[str, jax.Array],
                       rng: jax.Array):
     tasks = [t for t in task_order if t in grads]
-    summed = jax.tree.map(lambda *task_leaves: sum(task_leaves), *(grads[t] for t in tasks))
+    extra_args = {"rng": rng}
     if per_task_gradients:
       def stack(param, *task_leaves):
         given = dict(zip(tasks, task_leaves))
         return jnp.stack([given[t] if t in given else jnp.zeros_like(param) for t in task_order])
       combined = jax.tree.map(stack, freeze.trainable(state.params), *(grads[t] for t in tasks))
+      # |sum_t g_t|^2 = sum_ab G_ab: the Gram matrix the conflict method needs anyway gives the
+      # guard its norm, so the task gradients are read once here rather than once more for a sum.
+      gram = conflicts_engine.gram_matrix(combined)
+      grad_norm = jnp.sqrt(jnp.maximum(jnp.sum(gram), 0.0))
+      extra_args["gram"] = gram
     else:
-      combined = summed
-    grad_norm = optax.tree.norm(summed)  # of the plain sum, before any surgery
+      combined = jax.tree.map(lambda *task_leaves: sum(task_leaves), *(grads[t] for t in tasks))
+      grad_norm = optax.tree.norm(combined)  # of the plain sum
     finite = jnp.isfinite(grad_norm) & jnp.all(jnp.stack([jnp.isfinite(losses[t]) for t in tasks]))
     healthy = finite & (state.first_nonfinite[0] < 0)
 
-    extra_args = {"rng": rng}
     if pass_losses:
       extra_args["losses"] = jnp.stack([jnp.asarray(losses[t], jnp.float32) if t in losses
                                         else jnp.float32(jnp.nan) for t in task_order])

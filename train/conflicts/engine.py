@@ -192,8 +192,11 @@ def gram_weighting(name: str, num_tasks: int, weights_fn: WeightsFn, *,
   whose leaves are [num_tasks, ...] and returns sum_t w_t g_t without the task
   axis. `rng` is the step key (the trainer passes `fold_in(base_key, step)`);
   without it the key is `fold_in(PRNGKey(seed), state.count)`. `losses` ([T],
-  in task order) is read only by the loss-weighting methods. `optax.chain` and
-  `optax.partition` forward both extra arguments.
+  in task order) is read only by the loss-weighting methods. `gram` ([T, T]), when
+  the caller has already computed `gram_matrix(updates)` (the trainer's step does,
+  for its non-finite guard), saves the second pass over the task gradients that
+  computing it again would cost. `optax.chain` and `optax.partition` forward
+  the extra arguments.
   """
   if num_tasks < 1:
     raise ValueError(f"{name}: num_tasks={num_tasks}; expected >= 1")
@@ -211,7 +214,7 @@ def gram_weighting(name: str, num_tasks: int, weights_fn: WeightsFn, *,
         # sharing one buffer (one zeros array used twice) cannot both be donated.
         method_state=jax.tree.map(lambda leaf: jnp.array(leaf, copy=True), init_method_state()))
 
-  def update_fn(updates, state, params=None, *, rng=None, losses=None, **extra_args):
+  def update_fn(updates, state, params=None, *, rng=None, losses=None, gram=None, **extra_args):
     del params, extra_args
     found = num_tasks_of(updates, name)
     if found != num_tasks:
@@ -223,7 +226,10 @@ def gram_weighting(name: str, num_tasks: int, weights_fn: WeightsFn, *,
         raise ValueError(f"{name}: losses have shape {losses.shape}; expected ({num_tasks},), "
                          "one loss per task in the order of the task axis")
     key = rng if rng is not None else jax.random.fold_in(state.rng, state.count)
-    gram = gram_matrix(updates)
+    if gram is None:
+      gram = gram_matrix(updates)
+    elif gram.shape != (num_tasks, num_tasks):
+      raise ValueError(f"{name}: gram has shape {gram.shape}; expected ({num_tasks}, {num_tasks})")
     weights, method_state = weights_fn(gram, state.method_state, StepContext(key, state.count, losses))
     weights = guard_nonfinite(gram, weights.astype(jnp.float32))
     diagnostics = gradient_diagnostics(gram)
