@@ -127,7 +127,8 @@ def test_installed_predict_script_gives_the_library_s_predictions(installed, tin
   np.testing.assert_allclose([row["probabilities"] for row in rows], expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("script,module", [("bert-jax-predict", "predict"), ("bert-jax-export", "export")])
+@pytest.mark.parametrize("script,module", [("bert-jax-predict", "predict"), ("bert-jax-export", "export"),
+                                           ("bert-jax-ensemble", "ensemble")])
 def test_predict_and_export_scripts_help(installed, script, module):
   if not (REPO_ROOT / "train" / f"{module}.py").exists():
     pytest.skip(f"train/{module}.py is not in this checkout yet")
