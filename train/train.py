@@ -228,10 +228,6 @@ class Trainer:
 
   # ---- evaluation -------------------------------------------------------------------------------
 
-  def predict(self, params: Any, task: str, split: str) -> np.ndarray:
-    """Predictions for every example of a split, in split order (padding rows dropped)."""
-    return self.evaluator.predict(params, task, split)
-
   def evaluate(self, params: Any, *, write_predictions: bool = False, out_dir: str | None = None) -> dict:
     """Dev scores; with `write_predictions`, the dev and test prediction files in `out_dir`."""
     return self.evaluator.evaluate(params, out_dir=out_dir if write_predictions else None)

@@ -134,31 +134,17 @@ def restore_best_params(stage_dir: str | os.PathLike, best_metric: str = "overal
     if not isinstance(tree, dict) or "params" not in tree:
       raise TrainedRunError(f"{stage_dir}/{step}: the checkpoint's state has no 'params'")
     item = {"params": jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), tree["params"])}
-    averaged_path = _path_to_key(tree.get("opt_state"), "params_ema")
-    if averaged_path is not None:
+    keeps_average = weight_averaging.averaged_weights(tree.get("opt_state")) is not None
+    if keeps_average:
       item["opt_state"] = jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), tree["opt_state"])
     restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
         item=item, restore_args=restore_args, partial_restore=True)))
   params = restored.state["params"]
-  if averaged_path is None:
+  if not keeps_average:
     return params
-  averaged = restored.state["opt_state"]
-  for key in averaged_path:
-    averaged = averaged[key]
-  return weight_averaging.merge_average(params, averaged)
+  return weight_averaging.merge_average(params, weight_averaging.averaged_weights(restored.state["opt_state"]))
 
-
-def _path_to_key(tree: Any, wanted: str) -> tuple | None:
-  """The keys leading from `tree` (nested dicts and lists) to the dict entry `wanted`, or None."""
-  items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, (list, tuple)) else ()
-  for key, child in items:
-    if key == wanted:
-      return (key,)
-    below = _path_to_key(child, wanted)
-    if below is not None:
-      return (key, *below)
-  return None
 
 
 
