@@ -16,6 +16,7 @@ import os
 import pathlib
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -205,6 +206,42 @@ def test_collected_tables_match_each_runs_results(finished_study):
   row = next(r for r in document["rows"] if r["name"] == "a")
   assert row["n"] == 2 and row["mean"]["overall_mean"] == np.mean([s["overall_mean"] for s in row_a])
   assert [r["scores"] for r in row["runs"]] == row_a
+
+
+def test_a_fresh_machine_goes_on_from_the_report_directory_alone(finished_study, tmp_path):
+  """Only the report directory survives, as a committed one does: no run trains again, the tables are the same."""
+  report = tmp_path / "report"
+  shutil.copytree(finished_study["report_dir"], report)
+  for run in _run_dirs(finished_study):
+    archived = report / "runs" / run
+    files = sorted(p.relative_to(archived).as_posix() for p in archived.rglob("*") if p.is_file())
+    assert files == ["metrics.jsonl", "predictions/para-test-output.csv", "predictions/sst-test-output.csv",
+                     "predictions/sts-test-output.csv", "results.json", "study_run.json"], (run, files)
+    assert (archived / "results.json").read_bytes() == (_run_dirs(finished_study)[run] / "results.json").read_bytes()
+  fresh = tmp_path / "fresh_work"
+  result = subprocess.run(_study_command(finished_study["study_file"], fresh, report), cwd=REPO_ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=120)
+  output = result.stdout + result.stderr
+  assert result.returncode == 0, output[-3000:]
+  for run in _run_dirs(finished_study):
+    assert f"skip {run}: finished (results.json matches the config, archived in {report / 'runs' / run})" in output
+  assert "[1/" not in output and not (fresh / "runs").exists(), output[-3000:]  # nothing ran
+
+  def table(directory):
+    with open(directory / "results.csv", newline="") as f:
+      return {f"{r['row']}/seed{r['seed']}": {k: v for k, v in r.items() if k not in ("workdir", "command")}
+              for r in csv.DictReader(f)}
+  assert table(report) == table(finished_study["report_dir"])  # the killed run's wall time included
+  markdown = (report / "RESULTS.md").read_text()
+  original = (finished_study["report_dir"] / "RESULTS.md").read_text()
+  assert _markdown_table(markdown, "row | n") == _markdown_table(original, "row | n")
+  assert _coloured_share(report / "dev_curves.png") > 0.0002  # read from the archived metrics.jsonl
+
+  changed = _write_study(tmp_path / "tiny_study_lr.py", finished_study["preset"], learning_rate=5e-4)
+  study, _ = load_study(str(changed))
+  states = {s.label: study_lib.run_state(s) for s in study_lib.plan_runs(study, str(fresh), str(report))}
+  assert states["a/seed0"].status == "stale" and "archived in" in states["a/seed0"].detail
+  assert states["b_no_para/seed0"].status == "done"
 
 
 def _coloured_share(path: pathlib.Path) -> float:

@@ -17,6 +17,12 @@ reported as stale (with the fields that differ) and left alone unless
 `--rerun_stale`, which moves the old workdir aside. After every run the report is
 rebuilt (`train/study_report.py`), so a long study always has an up-to-date
 RESULTS.md.
+
+Every finished run's small files (results.json, study_run.json, metrics.jsonl and
+the test predictions; no checkpoints) are also kept beside the report, in
+`<report_dir>/runs/<row>/seed<k>/`. Commit the report directory and a study goes
+on from any machine: a run whose workdir is gone but whose archived results.json
+matches the config counts as finished, and the report reads it from there.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import math
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -47,6 +54,11 @@ from train.study_spec import Row, Study, StudyError, load_study, preset_path
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_RECORD = "study_run.json"  # in each run's workdir: the command and every attempt's wall time
 TRAIN_LOG = "train.log"  # in each run's workdir: the subprocess's stdout and stderr
+ARCHIVE = "runs"  # <report_dir>/runs/<row>/seed<k>: each finished run's small files
+# What a finished run keeps beside the report: enough to rebuild every table and plot, and
+# the test predictions, which are scored elsewhere. Checkpoints and the model bundle stay behind.
+ARCHIVED_FILES = ("results.json", RUN_RECORD, "metrics.jsonl", "predictions/sst-test-output.csv",
+                  "predictions/para-test-output.csv", "predictions/sts-test-output.csv")
 
 _STUDY = flags.DEFINE_string("study", None, "A study in train/studies/ (e.g. tian_wang) or a path to a study file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where the runs go: <workdir>/runs/<row>/seed<k>.")
@@ -132,10 +144,19 @@ class RunSpec:
   workdir: str
   argv: list[str]
   config: Any
+  archive: str | None = None  # <report_dir>/runs/<row>/seed<k>, or None when the report is the workdir
 
   @property
   def label(self) -> str:
     return f"{self.row.name}/seed{self.seed}"
+
+  @property
+  def results_dir(self) -> str:
+    """Where the run's results are read: its workdir, or its archive when only the archive has them."""
+    if (self.archive and not os.path.isfile(os.path.join(self.workdir, "results.json"))
+        and os.path.isfile(os.path.join(self.archive, "results.json"))):
+      return self.archive
+    return self.workdir
 
   def command(self, python: str | None = None) -> str:
     """The exact command line, to paste in the repository root."""
@@ -160,12 +181,18 @@ def breadth_first(specs: Sequence[RunSpec]) -> list[RunSpec]:
   return sorted(specs, key=lambda s: s.row.seeds.index(s.seed))
 
 
-def plan_runs(study: Study, workdir: str) -> list[RunSpec]:
-  """Every (row, seed) with its command, its config checked by train.main's own parser."""
+def plan_runs(study: Study, workdir: str, report_dir: str | None = None) -> list[RunSpec]:
+  """Every (row, seed) with its command, its config checked by train.main's own parser.
+
+  With a `report_dir` other than `workdir`, each run also has its archive there.
+  """
   specs = []
   for row in study.rows:
     for seed in row.seeds:
       run_dir = os.path.join(workdir, "runs", row.name, f"seed{seed}")
+      archive = os.path.join(report_dir, ARCHIVE, row.name, f"seed{seed}") if report_dir else None
+      if archive and os.path.abspath(archive) == os.path.abspath(run_dir):
+        archive = None
       try:
         config, _ = parse_train_argv(train_argv(row.preset, run_overrides(study, row, seed), run_dir))
         if study.budget.max_train_examples > 0:  # steps from the examples, at this row's batch size
@@ -176,7 +203,7 @@ def plan_runs(study: Study, workdir: str) -> list[RunSpec]:
         raise StudyError(f"study {study.name!r}, row {row.name!r} (preset {row.preset}, overrides "
                          f"{dict(row.overrides)}): the train.main command does not parse: {why}") from e
       argv = train_argv(row.preset, run_overrides(study, row, seed, config.batch_size), run_dir)
-      specs.append(RunSpec(row, seed, run_dir, argv, config))
+      specs.append(RunSpec(row, seed, run_dir, argv, config, archive))
   return specs
 
 
@@ -204,16 +231,18 @@ class RunState:
 
 
 def run_state(spec: RunSpec) -> RunState:
-  results_path = os.path.join(spec.workdir, "results.json")
+  results_path = os.path.join(spec.results_dir, "results.json")
+  archived = spec.results_dir != spec.workdir
   if os.path.isfile(results_path):
     with open(results_path, encoding="utf-8") as f:
       saved = json.load(f).get("config", {})
     differences = config_differences(spec.config, saved)
+    where = f" (archived in {spec.archive})" if archived else ""
     if differences:
       shown = "; ".join(f"{k}: ran {a!r}, now {b!r}" for k, a, b in differences[:5])
       more = f" (+{len(differences) - 5} more)" if len(differences) > 5 else ""
-      return RunState("stale", f"results.json was computed under another config: {shown}{more}")
-    return RunState("done")
+      return RunState("stale", f"results.json{where} was computed under another config: {shown}{more}")
+    return RunState("done", f"archived in {spec.archive}" if archived else "")
   attempts = read_run_record(spec.workdir).get("attempts", [])
   if attempts and attempts[-1].get("returncode") not in (None, 0):
     return RunState("failed", f"exit status {attempts[-1]['returncode']}; last lines in "
@@ -238,19 +267,49 @@ def _write_run_record(workdir: str, record: dict) -> None:
   os.replace(path + ".tmp", path)
 
 
+def _attempt_walls(workdir: str) -> list[dict]:
+  """The run record's attempts, a killed one's wall time filled in up to when its log last changed."""
+  attempts = [dict(a) for a in read_run_record(workdir).get("attempts", [])]
+  log = os.path.join(workdir, TRAIN_LOG)
+  for attempt in attempts:
+    if attempt.get("wall_s") is None and os.path.isfile(log):
+      attempt["wall_s"] = max(0.0, os.path.getmtime(log) - attempt["started"])
+  return attempts
+
+
 def run_wall_seconds(workdir: str) -> float | None:
   """Wall time over every attempt of a run; a killed attempt counts until its log last changed."""
-  attempts = read_run_record(workdir).get("attempts", [])
-  if not attempts:
-    return None
-  log = os.path.join(workdir, TRAIN_LOG)
-  total = 0.0
-  for attempt in attempts:
-    if attempt.get("wall_s") is not None:
-      total += attempt["wall_s"]
-    elif os.path.isfile(log):
-      total += max(0.0, os.path.getmtime(log) - attempt["started"])
-  return total
+  attempts = _attempt_walls(workdir)
+  return sum(a["wall_s"] or 0.0 for a in attempts) if attempts else None
+
+
+def archive_run(spec: RunSpec) -> bool:
+  """Copies a finished run's `ARCHIVED_FILES` to its archive; False when there is nothing to copy.
+
+  The archived run record has every attempt's wall time filled in, since the
+  training log, which a killed attempt's time is read from, stays behind.
+  """
+  results = os.path.join(spec.workdir, "results.json")
+  if not spec.archive or not os.path.isfile(results):
+    return False
+  archived = os.path.join(spec.archive, "results.json")
+  if os.path.isfile(archived):
+    with open(results, "rb") as new, open(archived, "rb") as old:
+      if new.read() != old.read():  # another run of this (row, seed): none of the old one's files may stay
+        shutil.rmtree(spec.archive)
+  for name in ARCHIVED_FILES:
+    source, target = os.path.join(spec.workdir, name), os.path.join(spec.archive, name)
+    if not os.path.isfile(source):
+      continue
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    if name == RUN_RECORD:
+      record = {**read_run_record(spec.workdir), "attempts": _attempt_walls(spec.workdir)}
+      with open(target + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=2)
+    else:
+      shutil.copyfile(source, target + ".tmp")
+    os.replace(target + ".tmp", target)  # results.json is the marker: never half-written
+  return True
 
 
 # ---- running --------------------------------------------------------------------------------------
@@ -311,7 +370,7 @@ def progress_line(specs: Sequence[RunSpec], states: Mapping[str, RunState], todo
   """"3/21 runs done (1 failed); ETA 4h10m: 18 runs x 13m52s, the mean of the 3 finished"."""
   done = [s for s in specs if states[s.label].status == "done"]
   failed = sum(states[s.label].status == "failed" for s in specs)
-  walls = [w for w in (run_wall_seconds(s.workdir) for s in done) if w]
+  walls = [w for w in (run_wall_seconds(s.results_dir) for s in done) if w]
   line = f"{len(done)}/{len(specs)} runs done" + (f" ({failed} failed)" if failed else "")
   if todo and walls:
     mean = sum(walls) / len(walls)
@@ -353,9 +412,11 @@ def _collect(study: Study, study_file: str, specs: Sequence[RunSpec], workdir: s
   runs = []
   for s in specs:
     state = run_state(s)
-    runs.append(study_report.RunRecord(row=s.row, seed=s.seed, workdir=s.workdir, command=s.command(),
+    if state.status == "done":
+      archive_run(s)
+    runs.append(study_report.RunRecord(row=s.row, seed=s.seed, workdir=s.results_dir, command=s.command(),
                                        state=state.status, detail=state.detail,
-                                       wall_s=run_wall_seconds(s.workdir)))
+                                       wall_s=run_wall_seconds(s.results_dir)))
   invocation = shlex.join([_relative_to_repo(sys.executable), "-m", "train.study", f"--study={_relative_to_repo(study_file)}",
                            f"--workdir={os.path.abspath(workdir)}",
                            f"--report_dir={os.path.abspath(report_dir)}"])
@@ -366,7 +427,7 @@ def run_study(study: Study, study_file: str, workdir: str, report_dir: str, *, o
               max_runs: int = 0, dry_run: bool = False, collect_only: bool = False,
               rerun_stale: bool = False) -> int:
   """Runs what is left of the study; returns 1 if a run failed or is stale, else 0."""
-  specs = plan_runs(study, workdir)
+  specs = plan_runs(study, workdir, report_dir)
   selected = [s for s in specs if only is None or re.search(only, s.row.name)]
   if only is not None and not selected:
     raise StudyError(f"--only={only!r} matches no row of {study.name}: {[r.name for r in study.rows]}")
@@ -390,12 +451,15 @@ def run_study(study: Study, study_file: str, workdir: str, report_dir: str, *, o
     for s in selected:
       state = states[s.label]
       if state.status == "done":
-        say(f"skip {s.label}: finished (results.json matches the config)")
+        where = f", {state.detail}" if state.detail else ""
+        say(f"skip {s.label}: finished (results.json matches the config{where})")
       elif state.status == "stale" and not rerun_stale:
         say(f"stale {s.label}: {state.detail}; left alone (--rerun_stale moves it aside and runs it again)")
       else:
-        if state.status == "stale":
+        if state.status == "stale" and os.path.exists(s.workdir):
           say(f"stale {s.label}: moved to {_move_aside(s.workdir)}")
+        elif state.status == "stale":  # only its archive is stale; the new run's archive replaces it
+          say(f"stale {s.label}: runs again; its archive will be replaced")
         todo.append(s)
     todo = breadth_first(todo)
     if max_runs > 0:

@@ -1,7 +1,8 @@
 """A study's report: RESULTS.md, results.csv, results.json and plots, from the runs' own files.
 
-Everything is read back from each run's workdir (results.json for the scores,
-study_run.json for the wall time, metrics.jsonl for the curves), never from the
+Everything is read back from each run's workdir, or from its archive beside the
+report when the workdir is gone (results.json for the scores, study_run.json for
+the wall time, metrics.jsonl for the curves), never from the
 runner's memory, so `--collect_only` rebuilds the same report from the same
 files. Ours are the mean and sample standard deviation over seeds, with n, in the
 reports' columns (overall = plain mean of SST acc, Para acc and STS r), and the
@@ -122,7 +123,8 @@ def _data_line(summaries: Sequence[RowSummary]) -> str:
 def _time_line(summaries: Sequence[RowSummary], n_done: int, n_runs: int) -> str:
   """What the finished runs took and what the rest would take at that rate, from the runs themselves."""
   walls = [(s.wall_s_mean, s.n) for s in summaries if s.n and s.wall_s_mean]
-  resume = "rerunning the command resumes the study, across sessions too."
+  resume = ("rerunning the command resumes the study, on another machine too: every finished run's results, "
+            "curves and test predictions are kept in `runs/` beside this file.")
   if not walls:
     return "No run has finished yet; " + resume
   mean = sum(w * n for w, n in walls) / sum(n for _, n in walls)
