@@ -218,8 +218,8 @@ def load_course_data(vocab_path: str, packing: bool = True) -> BenchData:
   """The trainer's real data (CS224N train splits, SST dev) under the default preset's data config."""
   from bert_jax.tokenizer import Tokenizer
   from train import data as task_data_lib
-  from train.configs import default
-  config = default.get_config()
+  from train.configs import base
+  config = base.get_config()
   config.data.packing = packing
   task_data = task_data_lib.TaskData.create(config, Tokenizer.from_vocab_file(vocab_path))
   return BenchData.from_task_data(task_data, vocab_path)

@@ -37,11 +37,11 @@ def build_apply(method: str, bert_config, params, parallel, *, freeze=(), total_
   import ml_collections
   from train import optim, steps
   from train.conflicts import registry
-  from train.configs import default
+  from train.configs import base
   from train.parallel import REPLICATED
   from train.state import TrainState
 
-  config = default.get_config()
+  config = base.get_config()
   config.optim.freeze = tuple(freeze)
   config.conflicts.method = method
   stage_config = ml_collections.ConfigDict({"optim": config.optim, "pcgrad": config.pcgrad,
@@ -76,11 +76,11 @@ def measure(methods, bert_config, *, rounds: int, freeze=(), seed: int = 0) -> d
   import jax.numpy as jnp
   from bert_jax import multitask
   from train import train as train_lib
-  from train.configs import default
+  from train.configs import base
   from train.parallel import DataParallel
 
   parallel = DataParallel.create("jit", num_devices=1)
-  model = train_lib.build_model(default.get_config(), bert_config)
+  model = train_lib.build_model(base.get_config(), bert_config)
   params = jax.jit(lambda key: multitask.init_params(model, key))(jax.random.key(seed))
   applies, states, frozen = {}, {}, None
   for method in methods:

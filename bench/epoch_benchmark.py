@@ -33,7 +33,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(__file__), os.pardir, "train", "configs", "default.py"),
+    "config", os.path.join(os.path.dirname(__file__), os.pardir, "train", "configs", "base.py"),
     "Training preset; override fields with --config.x=y.", lock_config=False)
 _EPOCHS = flags.DEFINE_integer("epochs", 1, "Epochs to run (overrides config.num_epochs).")
 _WORKDIR = flags.DEFINE_string("workdir", "", "Run directory; '' = a fresh temporary one (no resume).")

@@ -37,10 +37,10 @@ def gradient_seconds(repo: str = "", batch_size: int = 32, length: int = 64, ite
   except ImportError:  # checkouts from before bert_jax/heads.py was split (the commits bench/README.md compares)
     from bert_jax.heads import init_params, task_loss
   from train import train as train_lib
-  from train.configs import default
+  from train.configs import base
 
   config = BertConfig.from_json_file(checkpoints.resolve_checkpoint("minilm-l6").config_path)
-  model = train_lib.build_model(default.get_config(), config)
+  model = train_lib.build_model(base.get_config(), config)
   params = jax.jit(lambda key: init_params(model, key))(jax.random.key(0))
   rng = np.random.default_rng(0)
   batch = {"input_ids": rng.integers(1000, 20000, (batch_size, length)).astype(np.int32),

@@ -1,7 +1,7 @@
 """Our side: the trainer's own model, optimizer state and compiled step, on one device.
 
 What is timed is `train.steps.make_train_step` itself, built the way
-`train.train.Trainer.make_stage` builds it from train/configs/default.py, not a
+`train.train.Trainer.make_stage` builds it from train/configs/base.py, not a
 copy written for the benchmark: a copy would drift from the trainer and time
 something nobody runs. The parameters are a random init, since only the
 shapes matter for timing.
@@ -35,11 +35,11 @@ class OurSide:
     from train import optim, steps
     from train import train as train_lib
     from train.conflicts import registry as conflicts_registry
-    from train.configs import default
+    from train.configs import base
     from train.parallel import DataParallel
     from train.state import TrainState
 
-    config = default.get_config()
+    config = base.get_config()
     config.pcgrad.enabled = pcgrad
     config.dtype = dtype  # the compute dtype; params and optimizer state stay float32
     config.optim.freeze = tuple(freeze)

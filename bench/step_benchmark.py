@@ -11,7 +11,7 @@ peak its MFU is measured against) comes from the same run.
 
 Implementations ("impl" column):
   ours           `train.steps.make_train_step`, built as `Trainer.make_stage` builds it
-                 from train/configs/default.py: per-task jitted gradients, one donated
+                 from train/configs/base.py: per-task jitted gradients, one donated
                  apply, AdamW with clipping (PCGrad for that workload), dropout on.
   hf-sdpa        `transformers.BertModel` (PyTorch eager, attn_implementation="sdpa")
                  with the preset's heads, the same losses and torch.optim.AdamW, written
@@ -107,7 +107,7 @@ def run_benchmark(bert_config, data: BenchData, *, model_name: str, workloads: S
   """
   import torch
   from transformers import BertTokenizerFast
-  from train.configs import default
+  from train.configs import base
   unknown = [w for w in workloads if w not in WORKLOADS] + [p for p in paddings if p not in PADDINGS] \
       + [p for p in peers if p not in PEERS] + [d for d in dtypes if d not in DTYPES]
   if unknown:
@@ -138,7 +138,7 @@ def run_benchmark(bert_config, data: BenchData, *, model_name: str, workloads: S
   def peer(name: str, dtype: str) -> TorchPeer | None:
     if (name, dtype) not in torch_peers:
       try:
-        torch_peers[(name, dtype)] = TorchPeer(name, bert_config, default.get_config().model, seed=seed,
+        torch_peers[(name, dtype)] = TorchPeer(name, bert_config, base.get_config().model, seed=seed,
                                                device=torch_device, autocast_dtype=dtype)
       except Exception as error:  # pylint: disable=broad-except
         if name != "torch.compile":
@@ -195,14 +195,14 @@ def memory_jobs(bert_config, data: BenchData, hf_tokenizer, *, model_name: str, 
   from bench.batches import split_of
   from bench.our_side import our_batch
   from bench.torch_peer import torch_batch
-  from train.configs import default
+  from train.configs import base
   plan = plan_workload(data, "multitask", padding, batch_size=batch_size, count=iters, same_length=same_length,
                        seed=seed)
   ours_steps = [{t: our_batch(split_of(data, "multitask", t), b) for t, b in step.items()} for step in plan.ours]
   peer_steps = [{t: torch_batch(split_of(data, "multitask", t), b, hf_tokenizer) for t, b in step.items()}
                 for step in plan.peer]
   common = dict(model=model_name, padding=padding, dtype=dtype, bert_config=bert_config,
-                model_config=default.get_config().model.to_dict(), iters=iters, seed=seed,
+                model_config=base.get_config().model.to_dict(), iters=iters, seed=seed,
                 torch_device=torch_device, torch_threads=torch_threads, compilation_cache=compilation_cache)
   return [step_memory.MemoryJob(side=side, step=step, steps=steps, **common)
           for side, steps in (("ours", ours_steps), (peer, peer_steps)) for step in ("summed", "pcgrad")]
@@ -231,8 +231,8 @@ def main(argv):
     jax.config.update("jax_default_prng_impl", FLAGS.prng_impl)
   if FLAGS.compilation_cache:
     from train import train as train_lib
-    from train.configs import default
-    train_lib.enable_compilation_cache(default.get_config())
+    from train.configs import base
+    train_lib.enable_compilation_cache(base.get_config())
   from bert_jax import checkpoints
   vocab_path = str(checkpoints.resolve_checkpoint("minilm-l6").vocab_path)
   data = load_course_data(vocab_path, packing=FLAGS.packing)

@@ -168,8 +168,8 @@ def _ours(job: MemoryJob) -> dict:
   from bench.our_side import OurSide
   if job.compilation_cache:  # the parent's timing rows compiled these shapes already
     from train import train as train_lib
-    from train.configs import default
-    train_lib.enable_compilation_cache(default.get_config())
+    from train.configs import base
+    train_lib.enable_compilation_cache(base.get_config())
   side = OurSide(job.bert_config, pcgrad=job.step == "pcgrad", seed=job.seed, dtype=job.dtype)
   device_steps = [side.put(step) for step in job.steps]
   for step in device_steps:  # compiles every shape; the optimizer state exists from the start

@@ -34,7 +34,7 @@ def check_peer_matches(model_config) -> None:
   """The peer builds the preset's heads (`config.model`) from `PEER_HEADS`; fail loudly on one it lacks."""
   unsupported = {k: model_config[k] for k, allowed in PEER_HEADS.items() if model_config[k] not in allowed}
   if unsupported:
-    raise ValueError(f"train/configs/default.py sets {unsupported}; the PyTorch peer (bench/torch_peer.py) "
+    raise ValueError(f"train/configs/base.py sets {unsupported}; the PyTorch peer (bench/torch_peer.py) "
                      f"implements {PEER_HEADS}. Add the head to make_torch_model.")
 
 

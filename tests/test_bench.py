@@ -120,9 +120,9 @@ def test_peer_pcgrad_step_matches_algorithm_1_on_two_tasks(tiny_data, monkeypatc
   """With two tasks PCGrad is deterministic: g1 - min(0, g1.g2) / |g2|^2 g2, and the same for g2."""
   import torch
   from transformers import BertTokenizerFast
-  from train.configs import default
+  from train.configs import base
   bert_config = step_benchmark.model_config("tiny", vocab_size=30522)
-  peer = torch_peer.TorchPeer("hf-sdpa", bert_config, default.get_config().model)
+  peer = torch_peer.TorchPeer("hf-sdpa", bert_config, base.get_config().model)
   peer.model.eval()  # no dropout, so the gradients below are the ones pcgrad_step sees
   plan = bench_batches.plan_workload(tiny_data, "pcgrad", "natural", batch_size=4, count=1,
                                      same_length=16, seed=0)

@@ -74,7 +74,7 @@ def test_run_writes_a_bundle_that_records_the_run(trained_workdir):
   assert metadata["bert_config"]["hidden_size"] == 32
   assert metadata["base_checkpoint"] == results["config"]["checkpoint"]
   assert metadata["tokenizer"] == {"vocab_file": "vocab.txt", "lowercase": True}
-  assert metadata["training"]["preset"] == "default"
+  assert metadata["training"]["preset"] == "base"
 
 
 @pytest.mark.parametrize("task", ["sst", "para", "sts"])

@@ -12,13 +12,13 @@ import pytest
 from bert_jax import heads
 from train import config_validation, train
 from train.config_validation import ConfigError
-from train.configs import default
+from train.configs import base
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _with(**overrides):
-  config = default.get_config()
+  config = base.get_config()
   for key, value in overrides.items():
     target = config
     *parents, leaf = key.split(".")
@@ -90,13 +90,13 @@ def test_every_preset_is_valid():
 
 
 def test_every_field_of_the_default_config_has_a_rule():
-  unchecked = config_validation.unchecked_fields(default.get_config())
-  assert not unchecked, (f"fields of train/configs/default.py without a rule: {unchecked}; add one line per "
+  unchecked = config_validation.unchecked_fields(base.get_config())
+  assert not unchecked, (f"fields of train/configs/base.py without a rule: {unchecked}; add one line per "
                          f"field to RULES in train/config_validation.py")
 
 
 def test_a_section_without_rules_is_not_an_error():
-  config = default.get_config()
+  config = base.get_config()
   config.brand_new_section = {"method": "something_new", "weights": {"a": 1}}
   assert config_validation.problems(config) == []
   assert config_validation.unchecked_fields(config) == ["brand_new_section.method", "brand_new_section.weights.a"]
@@ -115,10 +115,10 @@ def test_fields_that_must_agree():
   assert "the same paraphrase_head and similarity_head" in bad["model.share_para_sts"].expected
   bad = _bad_fields(_with(**{"data.pack_lengths": (32, 64), "data.max_length": 128}))
   assert "a length >= data.max_length=128" in bad["data.pack_lengths"].expected
-  config = default.get_config()
+  config = base.get_config()
   config.loss_weights.sst, config.loss_weights.para, config.loss_weights.sts = 0.0, 0.0, 0.0
   assert "at least one task with a weight > 0" in _bad_fields(config)["loss_weights"].expected
-  config = default.get_config()
+  config = base.get_config()
   config.loss_weights.ssst = 1.0  # a typo would otherwise be ignored silently
   assert "['ssst'] would be ignored" in _bad_fields(config)["loss_weights"].expected
 
@@ -130,7 +130,7 @@ def _cli(*args):
 
 
 def test_best_metric_is_a_declared_field_the_command_line_sets(tmp_path):
-  assert default.get_config().best_metric == "overall_mean"
+  assert base.get_config().best_metric == "overall_mean"
   chosen = _cli("--config.best_metric=overall_cs224n", f"--workdir={tmp_path}")
   assert chosen.returncode == 0, chosen.stderr[-3000:]
   assert "best_metric: overall_cs224n" in chosen.stdout

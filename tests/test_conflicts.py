@@ -39,7 +39,7 @@ from torchjd import aggregation as tjd
 from train import optim, steps
 from train.conflicts import dual_cone, engine, loss_weighting, mgda, nash_mtl, registry
 from train.conflicts import pcgrad as pcgrad_lib
-from train.configs import default
+from train.configs import base
 from train.state import TrainState
 
 torch.set_default_dtype(torch.float64)
@@ -357,7 +357,7 @@ def optim_method(name: str, num_tasks: int = 3):
 
 
 def test_registry_errors_name_what_is_wrong():
-  config = ml_collections.ConfigDict({"conflicts": registry.default_config(), "pcgrad": default.get_config().pcgrad})
+  config = ml_collections.ConfigDict({"conflicts": registry.default_config(), "pcgrad": base.get_config().pcgrad})
   config.conflicts.method = "pcgard"
   with pytest.raises(ValueError, match=r"conflicts.method='pcgard'.*'upgrad'"):
     registry.create_conflict_transform(config, ("sst", "para", "sts"))
@@ -383,7 +383,7 @@ def test_pcgrad_enabled_and_method_pcgrad_build_the_same_optimizer():
   stacked = as_tree(jacobian(3, "conflicting"))
   outputs = []
   for enabled, method in ((True, "sum"), (False, "pcgrad")):
-    config = ml_collections.ConfigDict({"optim": default.get_config().optim, "pcgrad": default.get_config().pcgrad,
+    config = ml_collections.ConfigDict({"optim": base.get_config().optim, "pcgrad": base.get_config().pcgrad,
                                         "conflicts": registry.default_config()})
     config.optim.warmup_steps = 0
     config.pcgrad.enabled, config.conflicts.method = enabled, method
@@ -402,7 +402,7 @@ def test_pcgrad_enabled_and_method_pcgrad_build_the_same_optimizer():
 def test_apply_step_passes_losses_logs_weights_and_holds_on_a_nan_gradient():
   """The trainer's apply (train/steps.py) with a loss-weighting method, jitted as the trainer jits it."""
   params = {"dense": {"kernel": jnp.ones((4, 5)), "bias": jnp.zeros(20)}}
-  config = ml_collections.ConfigDict({"optim": default.get_config().optim, "conflicts": registry.default_config()})
+  config = ml_collections.ConfigDict({"optim": base.get_config().optim, "conflicts": registry.default_config()})
   config.optim.warmup_steps = 0
   config.conflicts.method = "famo"
   tx = optim.create_optimizer(config, 10)

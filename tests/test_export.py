@@ -72,8 +72,8 @@ def test_model_card_describes_base_method_scores_and_data(exported, run_workdir)
   card = (exported / "README.md").read_text()
   results = json.loads((run_workdir / "results.json").read_text())
   assert "Base checkpoint: a local checkpoint directory named 'ckpt'" in card
-  assert "Preset `default` (`train/configs/default.py`)" in card
-  # tiny_config's changes to the default preset, with the preset's values beside them.
+  assert "Preset `base` (`train/configs/base.py`)" in card
+  # tiny_config's changes to the base preset, with the preset's values beside them.
   for row in ("| `model.paraphrase_head` | `diff` | `cosine` |", "| `batch_size` | `24` | `64` |",
               "| `optim.learning_rate` | `0.001` | `5e-05` |"):
     assert row in card

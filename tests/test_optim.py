@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from train import steps
-from train.configs import default
+from train.configs import base
 from train.optim import Freeze, create_learning_rate_schedule, create_optimizer, decay_mask, param_paths
 from train.pcgrad import find_pcgrad_state, pcgrad_combine
 from train.state import TrainState
@@ -45,9 +45,9 @@ def flat_paths(tree):
 
 def make_config(**optim_overrides):
   config = ml_collections.ConfigDict()
-  config.optim = default.get_config().optim
+  config.optim = base.get_config().optim
   config.optim.update(optim_overrides)
-  config.pcgrad = default.get_config().pcgrad
+  config.pcgrad = base.get_config().pcgrad
   return config
 
 

@@ -21,7 +21,7 @@ import pytest
 
 from tests.test_train import REPO_ROOT, tiny_config
 from train import config_changes, optim, train
-from train.configs import default
+from train.configs import base
 from train.metric_writer import read_metrics
 from train.workdir_lock import WorkdirInUseError, WorkdirLock, lock_path
 
@@ -68,13 +68,12 @@ def test_changed_config_is_refused_naming_each_field(tiny_world, finished_run, t
 
 
 def test_check_resume_rules():
-  from train.configs import default
-  base = default.get_config()
-  saved = config_changes.config_as_json(base)
-  defaults = config_changes.config_as_json(default.get_config())
+  from train.configs import base
+  saved = config_changes.config_as_json(base.get_config())
+  defaults = config_changes.config_as_json(base.get_config())
 
   def check(**changes):
-    config = default.get_config()
+    config = base.get_config()
     for key, value in changes.items():
       *parents, leaf = key.split("__")
       node = config
@@ -84,7 +83,8 @@ def test_check_resume_rules():
     return config_changes.check_resume(saved, config, stage="main", step=7, where="here", defaults=defaults)
 
   assert check(log_every_steps=1, checkpoint_every_steps=5, eval_batch_size=7, compilation_cache_dir="/x") == {}
-  assert check(num_epochs=base.num_epochs + 2) == {"num_epochs": (base.num_epochs, base.num_epochs + 2)}
+  epochs = base.get_config().num_epochs
+  assert check(num_epochs=epochs + 2) == {"num_epochs": (epochs, epochs + 2)}
   with pytest.raises(config_changes.ConfigChangedError, match=r"num_epochs: 2 -> 1.*cannot be taken back"):
     check(num_epochs=1)
   for field, value in [("dtype", "bfloat16"), ("max_steps", 10), ("model__sentiment_pooling", "cls"),
@@ -96,11 +96,11 @@ def test_check_resume_rules():
     check(resume_with_changes=("optim.lr",))
   # NaN equals NaN; a field the saved config lacks counts as unchanged at its default only.
   nan_saved = dict(saved, loss_weights=dict(saved["loss_weights"], sst=float("nan")))
-  config = default.get_config()
+  config = base.get_config()
   config.loss_weights.sst = float("nan")
   assert config_changes.check_resume(nan_saved, config, stage="main", step=1, where="here") == {}
   older = {k: v for k, v in saved.items() if k != "max_steps"}
-  assert config_changes.check_resume(older, default.get_config(), stage="main", step=1, where="here",
+  assert config_changes.check_resume(older, base.get_config(), stage="main", step=1, where="here",
                                      defaults=defaults) == {}
   config.max_steps = 5
   config.loss_weights.sst = float("nan")
@@ -119,24 +119,24 @@ def _old_layout(config_json: dict) -> dict:
 
 
 def test_a_config_saved_under_the_old_field_names_compares_in_the_new_ones():
-  defaults = config_changes.config_as_json(default.get_config())
+  defaults = config_changes.config_as_json(base.get_config())
 
   def check(saved_config, config):
     saved = _old_layout(config_changes.config_as_json(saved_config))
     return config_changes.check_resume(saved, config, stage="main", step=2, where="here", defaults=defaults)
 
   def with_weight_decay(frozen_enabled, frozen_weight_decay=0.01):
-    config = default.get_config()
+    config = base.get_config()
     config.optim.weight_decay = 0.1
     config.frozen_stage.enabled = frozen_enabled
     config.frozen_stage.optim.weight_decay = frozen_weight_decay
     return config
 
-  assert check(default.get_config(), default.get_config()) == {}
-  sequential = default.get_config()
+  assert check(base.get_config(), base.get_config()) == {}
+  sequential = base.get_config()
   sequential.task_schedule = "sequential"
   with pytest.raises(config_changes.ConfigChangedError, match='task_schedule: "sequential" -> "round_robin"'):
-    check(sequential, default.get_config())
+    check(sequential, base.get_config())
   # An enabled frozen stage trained with the saved `optim` at its own rate; a disabled one never ran.
   assert check(with_weight_decay(True, 0.1), with_weight_decay(True, 0.1)) == {}
   with pytest.raises(config_changes.ConfigChangedError, match=r"frozen_stage.optim.weight_decay: 0.1 -> 0.01"):
@@ -238,7 +238,7 @@ def test_raising_num_epochs_continues_a_finished_run(tiny_world, finished_run, t
 
 
 def test_segmented_schedule_restarts_the_configured_schedule_per_segment():
-  config = ml_collections.ConfigDict(dict(default.get_config().optim.to_dict(), learning_rate=1.0,
+  config = ml_collections.ConfigDict(dict(base.get_config().optim.to_dict(), learning_rate=1.0,
                                           warmup_steps=-1, warmup_fraction=0.25))
   segmented = train.segmented_schedule(config, [8, 12])
   first, added = optim.create_learning_rate_schedule(config, 8), optim.create_learning_rate_schedule(config, 4)

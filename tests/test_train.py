@@ -26,7 +26,7 @@ from bert_jax import multitask
 from bert_jax.tasks import TASKS
 from train import metrics as metrics_lib
 from train import optim, steps, train
-from train.configs import default
+from train.configs import base
 from train.parallel import DataParallel
 from train.state import TrainState
 
@@ -34,7 +34,7 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def tiny_config(world, tmp_path, **overrides) -> ml_collections.ConfigDict:
-  config = default.get_config()
+  config = base.get_config()
   config.checkpoint = world["checkpoint"]
   config.data.data_root = world["data_root"]
   config.data.tfds_dir = str(world["root"] / "tfds")  # shared: prepared once per session

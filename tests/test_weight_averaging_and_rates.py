@@ -13,7 +13,7 @@ import pytest
 
 from bert_jax import bundle as bundle_lib
 from train import optim, weight_averaging
-from train.configs import default
+from train.configs import base
 
 PATHS = {  # path -> the multiplier with layer_decay=0.5, head multiplier 3 and 2 encoder layers
     "bert/embeddings/word_embeddings/embedding": 0.5 ** 3,
@@ -33,7 +33,7 @@ def _tree(seed: int):
 
 
 def _optim_config(**fields) -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict(default.get_config().optim.to_dict())
+  config = ml_collections.ConfigDict(base.get_config().optim.to_dict())
   config.schedule, config.warmup_steps = "constant", 0
   config.update(fields)
   return config

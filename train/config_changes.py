@@ -17,7 +17,7 @@ JSON progress item). A resume compares the current config with it field by field
   that `results.json` reports (`config_history`).
 
 A new field that the saved config lacks counts as unchanged when it holds its
-default (train/configs/default.py): the code that wrote the checkpoint behaved so.
+default (train/configs/base.py): the code that wrote the checkpoint behaved so.
 A field renamed or moved since is read in its new place first (`upgrade_saved_config`),
 so a workdir written under the old name resumes.
 """
@@ -34,11 +34,13 @@ import ml_collections
 # Fields that cannot change what a run computes: how often it logs, measures gradient
 # statistics and checkpoints, where caches live, and how many dev examples share one forward
 # pass (evaluation batches are padded or packed; every example's prediction is its own).
+# `name` is the preset's label (the default workdir, the model card): the same fields under
+# another preset's name, e.g. the base preset with the default's changes, are the same run.
 # Parallelism settings are not here: pmap and jit agree only to float rounding, and the device
 # count sets the per-task batch split.
 FREE_FIELDS = frozenset({
     "log_every_steps", "checkpoint_every_steps", "gradient_stats_every_steps", "eval_batch_size",
-    "compilation_cache_dir", "data.tfds_dir", "data.cache_dir", "resume_with_changes",
+    "compilation_cache_dir", "data.tfds_dir", "data.cache_dir", "resume_with_changes", "name",
 })
 # Raising one continues a finished (or running) stage with more epochs.
 CONTINUATION_FIELDS = frozenset({"num_epochs", "frozen_stage.epochs_per_task"})

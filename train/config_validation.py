@@ -15,7 +15,7 @@ that relate several fields are functions in `CROSS_FIELD_RULES`.
 
 A field without a rule is not an error (a section another part of the trainer
 has just added must not stop a run); `unchecked_fields` lists them, and the
-tests require a rule for every field of train/configs/default.py.
+tests require a rule for every field of train/configs/base.py.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ from train import data as task_data_lib
 from train import config_changes, evaluation, gradient_stats, optim, plots, state_layouts, steps, trained_run, weight_averaging
 from train.checkpointing import RunCheckpoints
 from train.conflicts import registry as conflicts_registry
-from train.configs import default as default_config
+from train.configs import base as base_config
 from train.compile_stats import CompilationStats
 from train.metric_writer import MetricWriter
 from train.parallel import DataParallel, maybe_initialize_distributed
@@ -423,7 +423,7 @@ class Trainer:
       self.writer.write(step, {"dev": scores}, kind="eval")
 
 
-_DEFAULT_CONFIG_JSON = config_changes.config_as_json(default_config.get_config())
+_DEFAULT_CONFIG_JSON = config_changes.config_as_json(base_config.get_config())
 # What `Trainer._log_train` reads of each step's metrics; the rest (the per-task "task" metrics,
 # and every step's `first_nonfinite` but the newest) is never copied to the host.
 LOGGED_STEP_METRICS = ("loss", "grad_norm", "pcgrad", "conflicts", "gradients")

@@ -8,11 +8,11 @@ With one epoch alpha stays 1.0 and this is the default preset.
   python -m train.main --config=train/configs/annealed.py --workdir=workdirs/annealed
 """
 
-from train.configs import default
+from train.configs import base
 
 
 def get_config():
-  config = default.get_config()
+  config = base.get_config()
   config.name = "annealed"
   config.proportions = "annealed"
   return config

@@ -1,10 +1,14 @@
-"""Default preset: the best multitask recipe that trains on a 2-core CPU in under 30 minutes.
+"""Base preset: every field the trainer reads, at the engine's plain settings.
 
-  python -m train.main                                   # same as below
-  python -m train.main --config=train/configs/default.py --workdir=workdirs/default
+  python -m train.main --config=train/configs/base.py --workdir=workdirs/base
 
-Every other preset in this folder starts from `get_config()` here and changes
-only what its method changes. Override any field from the command line, e.g.
+Round-robin multitask training of the cosine pair heads and a mean-pooled SST
+classifier, with one learning rate, the raw weights evaluated and each task once
+per epoch. The method presets in this folder (the reports' rows, the conflict
+methods) start from `get_config()` here and change only what their method
+changes, so that they compare with one another and with this preset. The
+default preset (default.py) is this one plus the SST recipe that the quality
+study kept. Override any field from the command line, e.g.
 `--config.optim.learning_rate=3e-5 --config.num_epochs=3`.
 """
 
@@ -15,7 +19,7 @@ from train.conflicts import registry as conflicts_registry
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  config.name = "default"
+  config.name = "base"
   config.seed = 0
   config.checkpoint = "minilm-l6"  # or a local HF directory, or a hub id such as bert-base-uncased
   config.dtype = "float32"  # "bfloat16" on GPU/TPU: compute dtype; params stay float32

@@ -6,11 +6,11 @@ reports found this forgets the earlier tasks; compare with round_robin.py.
   python -m train.main --config=train/configs/baseline_sequential.py --workdir=workdirs/baseline_sequential
 """
 
-from train.configs import default
+from train.configs import base
 
 
 def get_config():
-  config = default.get_config()
+  config = base.get_config()
   config.name = "baseline_sequential"
   config.task_schedule = "sequential"
   config.model.pair_pooling = "cls"

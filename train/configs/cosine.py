@@ -3,11 +3,11 @@
   python -m train.main --config=train/configs/cosine.py --workdir=workdirs/cosine
 """
 
-from train.configs import default
+from train.configs import base
 
 
 def get_config():
-  config = default.get_config()
+  config = base.get_config()
   config.name = "cosine"
   config.model.paraphrase_head = "cosine"
   config.model.similarity_head = "cosine"

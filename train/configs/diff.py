@@ -3,11 +3,11 @@
   python -m train.main --config=train/configs/diff.py --workdir=workdirs/diff
 """
 
-from train.configs import default
+from train.configs import base
 
 
 def get_config():
-  config = default.get_config()
+  config = base.get_config()
   config.name = "diff"
   config.model.paraphrase_head = "diff"
   config.model.similarity_head = "diff"

@@ -11,11 +11,11 @@ changes from `config.optim`); override it on the command line, e.g.
 `--config.frozen_stage.optim.learning_rate=1e-5`.
 """
 
-from train.configs import default
+from train.configs import base
 
 
 def get_config():
-  config = default.get_config()
+  config = base.get_config()
   config.name = "frozen_stage"
   config.frozen_stage.enabled = True
   config.frozen_stage.epochs_per_task = 1

@@ -9,11 +9,11 @@ with pairs the last one did not reach. 0 trains no paraphrase at all.
   python -m train.main --config=train/configs/less_para.py --config.data.para_fraction=0.5
 """
 
-from train.configs import default
+from train.configs import base
 
 
 def get_config():
-  config = default.get_config()
+  config = base.get_config()
   config.name = "less_para"
   config.data.para_fraction = 0.25
   return config

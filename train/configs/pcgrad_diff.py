@@ -6,11 +6,11 @@ components (Yu et al. 2020) before AdamW. Logs the pairwise gradient cosines.
   python -m train.main --config=train/configs/pcgrad_diff.py --workdir=workdirs/pcgrad_diff
 """
 
-from train.configs import default
+from train.configs import base
 
 
 def get_config():
-  config = default.get_config()
+  config = base.get_config()
   config.name = "pcgrad_diff"
   config.model.paraphrase_head = "diff"
   config.model.similarity_head = "diff"

@@ -6,11 +6,11 @@ is the task schedule alone.
   python -m train.main --config=train/configs/round_robin.py --workdir=workdirs/round_robin
 """
 
-from train.configs import default
+from train.configs import base
 
 
 def get_config():
-  config = default.get_config()
+  config = base.get_config()
   config.name = "round_robin"
   config.task_schedule = "round_robin"
   config.proportions = "size"

@@ -6,11 +6,11 @@ sharing the first head layer lets each task's data train the other's features.
   python -m train.main --config=train/configs/share_para_sts.py --workdir=workdirs/share_para_sts
 """
 
-from train.configs import default
+from train.configs import base
 
 
 def get_config():
-  config = default.get_config()
+  config = base.get_config()
   config.name = "share_para_sts"
   config.model.paraphrase_head = "diff_2dense"
   config.model.similarity_head = "diff_2dense"

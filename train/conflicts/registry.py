@@ -5,7 +5,7 @@ path). Every other name builds a transformation over stacked per-task
 gradients from its own options in `config.conflicts.<method>`; PCGrad reads
 `config.pcgrad.tasks` and `config.pcgrad.reduction`, as before, and
 `config.pcgrad.enabled=True` means method "pcgrad". `default_config()` is the
-`config.conflicts` section of train/configs/default.py, so every option exists
+`config.conflicts` section of train/configs/base.py, so every option exists
 (and can be overridden on the command line) with its default.
 """
 
