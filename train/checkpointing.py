@@ -43,7 +43,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -53,6 +52,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from orbax.checkpoint import checkpoint_managers as policies
+
+from train import storage
 
 INTEGRITY_KEY = "integrity"
 INTEGRITY_FORMAT = 1
@@ -149,7 +150,7 @@ class RunCheckpoints:
     self.best_metric = best_metric
     self.host_local_replicas = host_local_replicas
     self.older_layouts = tuple(older_layouts)
-    self.directory = os.path.abspath(directory)
+    self.directory = os.path.abspath(directory) if storage.is_local(directory) else directory
     keep = policies.AnyPreservationPolicy([
         policies.LatestN(n=2),
         policies.BestN(get_metric_fn=lambda metrics: metrics[best_metric], n=1,
@@ -294,12 +295,12 @@ class RunCheckpoints:
     source = os.path.join(self.directory, str(step))
     corrupt = os.path.join(self.directory, CORRUPT_DIR)
     n = 0
-    while os.path.exists(os.path.join(corrupt, f"{step}-{n}")):
+    while storage.exists(os.path.join(corrupt, f"{step}-{n}")):
       n += 1
     destination = os.path.join(corrupt, f"{step}-{n}")
-    if jax.process_index() == 0:
-      os.makedirs(corrupt, exist_ok=True)
-      shutil.move(source, destination)
+    if jax.process_index() == 0:  # a local disk, NFS or gs:// (train/storage.py)
+      storage.makedirs(corrupt)
+      storage.as_path(source).rename(destination)
     self.manager.reload()
     return destination
 

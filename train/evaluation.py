@@ -10,7 +10,6 @@ outputs, `train/ensemble.py` the average of several.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +18,7 @@ from absl import logging
 
 from bert_jax import losses as losses_lib, multitask
 from bert_jax.tasks import TASKS
-from train import metrics as metrics_lib, steps
+from train import metrics as metrics_lib, steps, storage
 from train.data import TaskData
 from train.parallel import DataParallel
 
@@ -70,9 +69,10 @@ class Evaluator:
     """Predictions for every example of a split, in split order."""
     return predictions_of(task, self.outputs(params, task, split))
 
-  def evaluate(self, params: Any, *, out_dir: str | None = None) -> dict:
-    """Dev scores; with `out_dir`, also the dev and test prediction files."""
-    return score_and_write(self.data, lambda task, split: self.outputs(params, task, split), out_dir=out_dir)
+  def evaluate(self, params: Any, *, out_dir: str | None = None, write_files: bool = True) -> dict:
+    """Dev scores; with `out_dir`, also the dev and test prediction files (see `score_and_write`)."""
+    return score_and_write(self.data, lambda task, split: self.outputs(params, task, split), out_dir=out_dir,
+                           write_files=write_files)
 
 
 def predictions_of(task: str, outputs: np.ndarray) -> np.ndarray:
@@ -81,11 +81,13 @@ def predictions_of(task: str, outputs: np.ndarray) -> np.ndarray:
 
 
 def score_and_write(data: TaskData, outputs_of: Callable[[str, str], np.ndarray], *,
-                    out_dir: str | None = None) -> dict:
+                    out_dir: str | None = None, write_files: bool = True) -> dict:
   """Dev scores of `outputs_of(task, split)`; with `out_dir`, its dev and test submission files.
 
   The test split is predicted only when there are files to write: its labels are
-  never seen here, so it cannot be scored.
+  never seen here, so it cannot be scored. `write_files=False` predicts it all the
+  same and writes nothing: a multi-host job's other processes take part in every
+  prediction, and process 0 writes.
   """
   scores = {}
   for task in TASKS:
@@ -95,7 +97,9 @@ def score_and_write(data: TaskData, outputs_of: Callable[[str, str], np.ndarray]
       continue
     for split in SPLITS_WRITTEN:
       values = predictions if split == "validation" else predictions_of(task, outputs_of(task, split))
-      metrics_lib.write_submission(os.path.join(out_dir, f"{task}-{_FILE_SPLIT[split]}-output.csv"), task,
+      if not write_files:
+        continue
+      metrics_lib.write_submission(storage.join(out_dir, f"{task}-{_FILE_SPLIT[split]}-output.csv"), task,
                                    data.ids(task, split), values)
       placeholders = data.placeholder_rows(task, split)
       if placeholders:

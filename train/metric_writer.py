@@ -10,6 +10,10 @@ every record appears once, written by the steps that the final params went throu
 TensorBoard's event files cannot be cut; the writer instead starts a new event file
 with `purge_step`, which tells TensorBoard to hide the older events from that step on.
 A "final" record replaces any earlier one (a finished run started again writes it again).
+
+On an object store (a gs:// workdir, train/storage.py) there is no append: the
+writer holds metrics.jsonl in memory and uploads it whole after every record, and
+TensorBoard writes to a local staging directory that is copied up after each flush.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import os
 from typing import Mapping
 
 from tensorboardX import SummaryWriter
+
+from train import storage
 
 
 def flatten_scalars(tree: Mapping, prefix: str = "") -> dict[str, float]:
@@ -33,32 +39,97 @@ def flatten_scalars(tree: Mapping, prefix: str = "") -> dict[str, float]:
   return flat
 
 
+class _LocalJsonl:
+  """metrics.jsonl on a local disk: appended to, flushed after every record."""
+
+  def __init__(self, path: str):
+    self.path = path
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    self._file = open(path, "a", encoding="utf-8")
+
+  def append(self, line: str) -> None:
+    self._file.write(line)
+    self._file.flush()
+
+  def size(self) -> int:
+    self._file.flush()
+    return self._file.tell()
+
+  def read(self) -> bytes:
+    self._file.flush()
+    with open(self.path, "rb") as f:
+      return f.read()
+
+  def truncate(self, position: int) -> None:
+    self._file.close()
+    os.truncate(self.path, position)
+    self._file = open(self.path, "a", encoding="utf-8")
+
+  def replace(self, data: bytes) -> None:
+    self._file.close()
+    storage.write_bytes(self.path, data)
+    self._file = open(self.path, "a", encoding="utf-8")
+
+  def close(self) -> None:
+    self._file.close()
+
+
+class _ObjectJsonl:
+  """metrics.jsonl on an object store: held in memory, uploaded whole after every change."""
+
+  def __init__(self, path: str):
+    self.path = path
+    self._data = storage.as_path(path).read_bytes() if storage.exists(path) else b""
+
+  def append(self, line: str) -> None:
+    self._data += line.encode("utf-8")
+    storage.write_bytes(self.path, self._data)
+
+  def size(self) -> int:
+    return len(self._data)
+
+  def read(self) -> bytes:
+    return self._data
+
+  def truncate(self, position: int) -> None:
+    self.replace(self._data[:position])
+
+  def replace(self, data: bytes) -> None:
+    self._data = data
+    storage.write_bytes(self.path, data)
+
+  def close(self) -> None:
+    pass
+
+
 class MetricWriter:
   """Appends scalars to `workdir/metrics.jsonl` and to TensorBoard events under `workdir/tensorboard`."""
 
   REPLACED_KINDS = ("final",)  # one record per run, whatever the number of starts
 
   def __init__(self, workdir: str):
-    os.makedirs(workdir, exist_ok=True)
-    self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
-    self._tensorboard_dir = os.path.join(workdir, "tensorboard")
-    self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")
-    self._tensorboard = SummaryWriter(self._tensorboard_dir)
+    storage.makedirs(workdir)
+    self.jsonl_path = storage.join(workdir, "metrics.jsonl")
+    self._tensorboard_dir = storage.join(workdir, "tensorboard")
+    local = storage.is_local(workdir)
+    self._jsonl = _LocalJsonl(self.jsonl_path) if local else _ObjectJsonl(self.jsonl_path)
+    # Where the event writer writes: the workdir itself, or a local copy that is uploaded.
+    self._events_dir = self._tensorboard_dir if local else storage.staging_dir("tensorboard")
+    self._tensorboard = SummaryWriter(self._events_dir)
 
   def write(self, step: int, scalars: Mapping, *, kind: str = "train") -> None:
     flat = flatten_scalars(scalars)
     if kind in self.REPLACED_KINDS:
       self._drop_records(kind)
-    self._jsonl.write(json.dumps({"step": int(step), "kind": kind, **flat}) + "\n")
-    self._jsonl.flush()
+    self._jsonl.append(json.dumps({"step": int(step), "kind": kind, **flat}) + "\n")
     for name, value in flat.items():
       self._tensorboard.add_scalar(f"{kind}/{name}", value, int(step))
     self._tensorboard.flush()
+    self._upload_events()
 
   def position(self) -> int:
     """Bytes written to metrics.jsonl so far: what a checkpoint records, to `truncate` to on resume."""
-    self._jsonl.flush()
-    return self._jsonl.tell()
+    return self._jsonl.size()
 
   def truncate(self, position: int, *, tensorboard_purge_step: int | None = None) -> int:
     """Drops every metrics.jsonl record after byte `position`; returns how many were dropped.
@@ -66,40 +137,34 @@ class MetricWriter:
     `tensorboard_purge_step`: the first step to be logged again; TensorBoard hides older
     events at or after it.
     """
-    self._jsonl.flush()
-    size = os.path.getsize(self.jsonl_path)
+    size = self._jsonl.size()
     if not 0 <= position <= size:
       raise ValueError(f"{self.jsonl_path}: cannot truncate to byte {position}; the file has {size} bytes "
                        f"(it was shortened or replaced since the checkpoint was written)")
     if position == size:
       return 0  # nothing was logged after it, in either file
-    with open(self.jsonl_path, "rb") as f:
-      f.seek(position)
-      dropped = sum(1 for line in f if line.strip())
-    self._jsonl.close()
-    os.truncate(self.jsonl_path, position)
-    self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")
+    dropped = sum(1 for line in self._jsonl.read()[position:].splitlines() if line.strip())
+    self._jsonl.truncate(position)
     if tensorboard_purge_step is not None:
       self._tensorboard.close()
-      self._tensorboard = SummaryWriter(self._tensorboard_dir, purge_step=int(tensorboard_purge_step))
+      self._tensorboard = SummaryWriter(self._events_dir, purge_step=int(tensorboard_purge_step))
     return dropped
 
   def _drop_records(self, kind: str) -> None:
-    self._jsonl.close()
-    with open(self.jsonl_path, encoding="utf-8") as f:
-      lines = f.readlines()
+    lines = self._jsonl.read().decode("utf-8").splitlines(keepends=True)
     kept = [line for line in lines if not line.strip() or json.loads(line).get("kind") != kind]
     if len(kept) != len(lines):
-      with open(self.jsonl_path + ".tmp", "w", encoding="utf-8") as f:
-        f.writelines(kept)
-      os.replace(self.jsonl_path + ".tmp", self.jsonl_path)
-    self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")
+      self._jsonl.replace("".join(kept).encode("utf-8"))
+
+  def _upload_events(self) -> None:
+    if self._events_dir != self._tensorboard_dir:
+      storage.copy_tree(self._events_dir, self._tensorboard_dir)
 
   def close(self) -> None:
     self._jsonl.close()
     self._tensorboard.close()
+    self._upload_events()
 
 
 def read_metrics(path: str) -> list[dict]:
-  with open(path, encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return [json.loads(line) for line in storage.read_text(path).splitlines() if line.strip()]

@@ -8,10 +8,11 @@ with either.
 
 from __future__ import annotations
 
-import os
 from typing import Mapping, Sequence
 
 import numpy as np
+
+from train import storage
 
 # Header lines of the course's submission files, verbatim (including its spelling).
 SUBMISSION_HEADERS = {
@@ -64,18 +65,16 @@ def write_submission(path: str, task: str, ids: Sequence[str], predictions: np.n
   if not np.all(np.isfinite(np.asarray(predictions, np.float64))):
     bad = int(np.flatnonzero(~np.isfinite(np.asarray(predictions, np.float64)))[0])
     raise ValueError(f"{path}: the prediction for id {ids[bad]!r} is {predictions[bad]}, not a finite number")
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  with open(path, "w", encoding="utf-8") as f:
-    f.write(SUBMISSION_HEADERS[task] + "\n")
-    for example_id, prediction in zip(ids, predictions):
-      value = f"{float(prediction):.4f}" if task == "sts" else str(int(prediction))
-      f.write(f"{example_id} , {value} \n")
+  lines = [SUBMISSION_HEADERS[task]]
+  for example_id, prediction in zip(ids, predictions):
+    value = f"{float(prediction):.4f}" if task == "sts" else str(int(prediction))
+    lines.append(f"{example_id} , {value} ")
+  storage.write_text(path, "\n".join(lines) + "\n")  # local, NFS or gs://: see train/storage.py
 
 
 def read_submission(path: str) -> dict[str, str]:
   """{id: prediction} from a submission file, for tests and for scoring elsewhere."""
-  with open(path, encoding="utf-8") as f:
-    lines = f.read().splitlines()
+  lines = storage.read_text(path).splitlines()
   rows = {}
   for line in lines[1:]:
     example_id, value = (part.strip() for part in line.split(" , "))

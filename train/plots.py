@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import collections
-import os
+import io
 
 import matplotlib
 
 matplotlib.use("Agg")  # no display on training boxes
 import matplotlib.pyplot as plt  # noqa: E402
 
+from train import storage  # noqa: E402
 from train.metric_writer import read_metrics  # noqa: E402
 
 
@@ -25,9 +26,18 @@ def _series(rows, kind, prefix):
   return series
 
 
+def _save(fig, path: str) -> str:
+  """The figure as a PNG at `path`, on any filesystem (train/storage.py)."""
+  png = io.BytesIO()
+  fig.savefig(png, format="png", dpi=100)
+  plt.close(fig)
+  storage.write_bytes(path, png.getvalue())
+  return path
+
+
 def plot_run(workdir: str) -> list[str]:
   """Writes training_curves.png (and gradient_conflicts.png with PCGrad); returns the paths."""
-  rows = read_metrics(os.path.join(workdir, "metrics.jsonl"))
+  rows = read_metrics(storage.join(workdir, "metrics.jsonl"))
   written = []
   fig, (ax_loss, ax_dev) = plt.subplots(1, 2, figsize=(12, 4.5))
   for task, (steps, values) in sorted(_series(rows, "train", "loss/").items()):
@@ -39,10 +49,7 @@ def plot_run(workdir: str) -> list[str]:
   ax_dev.set(title="dev scores", xlabel="step")
   ax_dev.legend(fontsize=8)
   fig.tight_layout()
-  path = os.path.join(workdir, "training_curves.png")
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  written.append(path)
+  written.append(_save(fig, storage.join(workdir, "training_curves.png")))
 
   cosines = _series(rows, "train", "pcgrad/cosine/")
   if cosines:
@@ -53,8 +60,5 @@ def plot_run(workdir: str) -> list[str]:
     ax.set(title="cosine between task gradients (< 0: conflict, PCGrad projects)", xlabel="step")
     ax.legend()
     fig.tight_layout()
-    path = os.path.join(workdir, "gradient_conflicts.png")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(fig, storage.join(workdir, "gradient_conflicts.png")))
   return written

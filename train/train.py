@@ -18,6 +18,7 @@ import dataclasses
 import json
 import os
 import queue
+import shutil
 import threading
 import time
 from typing import Any, Iterator
@@ -36,7 +37,8 @@ from bert_jax import multitask
 from bert_jax.tasks import TASKS
 from train import config_validation
 from train import data as task_data_lib
-from train import config_changes, evaluation, gradient_stats, optim, plots, state_layouts, steps, trained_run, weight_averaging
+from train import (config_changes, evaluation, gradient_stats, optim, plots, state_layouts, steps, storage,
+                   trained_run, weight_averaging)
 from train.checkpointing import RunCheckpoints
 from train.conflicts import registry as conflicts_registry
 from train.configs import base as base_config
@@ -148,7 +150,7 @@ class Trainer:
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
     self.config = config
     self.workdir = workdir
-    os.makedirs(workdir, exist_ok=True)
+    storage.makedirs(workdir)
     maybe_initialize_distributed()
     self.parallel = DataParallel.create(config.parallel.mode, config.parallel.num_devices)
     self.pretrained = bert_checkpoints.load_hf_checkpoint(config.checkpoint)
@@ -217,7 +219,7 @@ class Trainer:
     state = self.parallel.replicate(TrainState.create(params, tx, freeze))
     older_layouts = (state_layouts.partitioned_optimizer_state(stage_config, freeze, task_names=TASKS),)
     return Stage(name, state, step_fn,
-                 RunCheckpoints(os.path.join(self.workdir, "checkpoints", name),
+                 RunCheckpoints(storage.join(self.workdir, "checkpoints", name),
                                 best_metric=config.best_metric, older_layouts=older_layouts,
                                 host_local_replicas=self.parallel.has_host_local_state),
                  total_steps, [int(e) for e in epoch_ends], stream, build_step, learning_rate)
@@ -229,8 +231,13 @@ class Trainer:
   # ---- evaluation -------------------------------------------------------------------------------
 
   def evaluate(self, params: Any, *, write_predictions: bool = False, out_dir: str | None = None) -> dict:
-    """Dev scores; with `write_predictions`, the dev and test prediction files in `out_dir`."""
-    return self.evaluator.evaluate(params, out_dir=out_dir if write_predictions else None)
+    """Dev scores; with `write_predictions`, the dev and test prediction files in `out_dir`.
+
+    Every process of a multi-host job predicts (the batches are sharded over all of
+    them), and only process 0 writes the files.
+    """
+    return self.evaluator.evaluate(params, out_dir=out_dir if write_predictions else None,
+                                   write_files=jax.process_index() == 0)
 
   # ---- the loop ---------------------------------------------------------------------------------
 
@@ -478,25 +485,24 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, compila
       best_stage = frozen
 
   params = _restore_best_params(trainer, best_stage)
-  scores = trainer.evaluate(params, write_predictions=True, out_dir=os.path.join(workdir, "predictions"))
+  scores = trainer.evaluate(params, write_predictions=True, out_dir=storage.join(workdir, "predictions"))
   description = trainer.data.description()
   results = {"scores": scores, "data": description, "best_stage": best_stage.name,
              "compilation": compilation.to_dict(), "config": config.to_dict(),
              # {stage: [{step, changes: {field: [old, new]}}]}: config changes accepted on resumes
              "config_history": trainer.config_history}
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump(results, f, indent=2, default=str)
-  if jax.process_index() == 0:  # the run's one artifact, for predict, export and init_from
+  if jax.process_index() == 0:  # the other processes of a multi-host job computed the same
+    storage.write_text(storage.join(workdir, "results.json"), json.dumps(results, indent=2, default=str))
+    # The run's one artifact, for predict, export and init_from.
     run_bundle = trained_run.bundle_of_run(trainer.model, params, trainer.pretrained.tokenizer, config,
                                            scores=scores, data_description=description,
                                            best_stage=best_stage.name)
-    bundle_lib.save_bundle(run_bundle, os.path.join(workdir, bundle_lib.BUNDLE_SUBDIR))
+    _save_bundle(run_bundle, storage.join(workdir, bundle_lib.BUNDLE_SUBDIR))
   table = format_scores_table(scores, description.get("quora_split", ""))
   if jax.process_index() == 0:
     print(table, flush=True)
     print(compilation.summary(), flush=True)
-    with open(os.path.join(workdir, "results.txt"), "w") as f:
-      f.write(table + "\n")
+    storage.write_text(storage.join(workdir, "results.txt"), table + "\n")
     if trainer.writer:
       trainer.writer.write(best_stage.checkpoints.best_step() or 0, {"final": scores}, kind="final")
       trainer.writer.close()
@@ -504,6 +510,21 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, compila
   for s in {stage.name: stage, best_stage.name: best_stage}.values():
     s.checkpoints.close()
   return scores
+
+
+def _save_bundle(run_bundle: bundle_lib.Bundle, target: str) -> None:
+  """The bundle into the workdir; on an object store through a local staging copy (safetensors writes files)."""
+  if storage.is_local(target):
+    bundle_lib.save_bundle(run_bundle, target)
+    return
+  staging = storage.staging_dir("bundle")
+  try:
+    bundle_lib.save_bundle(run_bundle, os.path.join(staging, bundle_lib.BUNDLE_SUBDIR))
+    if storage.exists(target):
+      storage.as_path(target).rmtree()
+    storage.copy_tree(os.path.join(staging, bundle_lib.BUNDLE_SUBDIR), target)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def _best_score(stage: Stage) -> float:

@@ -11,7 +11,8 @@ In a multi-host job every process trains the same run, so each locks its own fil
 (`run.lock` for process 0, `run.lock.process<k>` for the others): two jobs on one
 shared workdir still collide on process 0's lock, while the hosts of one job do not
 block each other. `flock` works on local disks; on network filesystems it depends
-on the mount.
+on the mount. An object store (a gs:// workdir) has no locks at all: there the run
+goes on unlocked, says so, and one job per workdir is the user's to keep.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ import fcntl
 import json
 import os
 import socket
+
+from absl import logging
+
+from train import storage
 
 LOCK_FILE = "run.lock"
 
@@ -43,6 +48,10 @@ class WorkdirLock:
     self._fd: int | None = None
 
   def acquire(self) -> "WorkdirLock":
+    if not storage.is_local(self.workdir):
+      logging.warning("%s is on an object store, which has no file locks: nothing stops a second run on "
+                      "it, so start one job per workdir", self.workdir)
+      return self
     os.makedirs(self.workdir, exist_ok=True)
     fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
     try:

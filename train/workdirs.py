@@ -24,6 +24,8 @@ from typing import Any
 
 import ml_collections
 
+from train import storage
+
 DEFAULT_ROOT = "workdirs"
 _PLAIN = re.compile(r"[A-Za-z0-9._+=-]+")
 _MAX_READABLE = 80
@@ -58,12 +60,11 @@ def default_workdir(name: str, overrides: Mapping[str, Any], root: str = DEFAULT
 
 def checkpointed_stages(workdir: str) -> list[str]:
   """The stages under `workdir/checkpoints/` that hold at least one finished step."""
-  root = os.path.join(workdir, "checkpoints")
-  if not os.path.isdir(root):
+  root = storage.as_path(workdir) / "checkpoints"
+  if not root.is_dir():
     return []
-  return sorted(stage for stage in os.listdir(root)
-                if os.path.isdir(os.path.join(root, stage))
-                and any(step.isdigit() for step in os.listdir(os.path.join(root, stage))))
+  return sorted(stage.name for stage in root.iterdir()
+                if stage.is_dir() and any(step.name.isdigit() for step in stage.iterdir()))
 
 
 def describe_workdir(workdir: str, config: ml_collections.ConfigDict, *, chosen_by_default: bool,

@@ -49,14 +49,14 @@ def get_study() -> Study:
       Row("lr_1e-4", "Learning rate 1e-4", "base", {"optim.learning_rate": 1e-4}),
       Row("llrd", "Learning rate 1e-4, layer decay 0.8", "base",
           {"optim.learning_rate": 1e-4, "optim.layer_decay": 0.8}),
-      Row("bf16", "bfloat16 compute", "default", {"dtype": "bfloat16"}, seeds=(0, 1),
+      Row("bf16", "Default preset in bfloat16", "default", {"dtype": "bfloat16"}, seeds=(0, 1),
           note="the default preset in bfloat16: float32 params and optimizer, bfloat16 matmuls and activations"),
       Row("epochs_3", "3 epochs", "base", epochs_factor=1.5),
   )
   return Study(
       name="quality", title="Quality: a better SST score within the default's budget",
       rows=rows, budget=Budget(num_epochs=2), report_label="report",
-      source="No report numbers: the rows are compared with the default preset, on dev.",
+      source="No report numbers: the rows are compared with the base preset, on dev.",
       notes=("The base and default presets train 2 epochs; every row but `epochs_3` keeps that. `sst_x2` and "
              "`default` train SST twice per epoch, so their epochs are about a quarter longer.",
              EARLIER_MEASUREMENTS))
