@@ -58,7 +58,7 @@ def test_quickstart_notebook_trains_plots_predicts_and_exports(tiny_world, tmp_p
   assert "jax" in stdout and "devices: [CpuDevice(id=0)" in stdout
   assert "WARNING: JAX is running on the CPU" in stderr
   assert "bert_jax is already installed:" in stdout
-  workdir = run_dir / "workdirs" / "default-optim.learning_rate=0.002"
+  workdir = run_dir / "workdirs" / "base-optim.learning_rate=0.002"  # the tiny config is the base preset
   assert f"the run is in workdirs/{workdir.name}" in stdout
   scores = json.loads((workdir / "results.json").read_text())["scores"]
   for name, key in (("SST accuracy", "sst_accuracy"), ("Para accuracy", "para_accuracy"),
