@@ -18,8 +18,8 @@ reported as stale (with the fields that differ) and left alone unless
 rebuilt (`train/study_report.py`), so a long study always has an up-to-date
 RESULTS.md.
 
-Every finished run's small files (results.json, study_run.json, metrics.jsonl and
-the test predictions; no checkpoints) are also kept beside the report, in
+Every finished run's small files (results.json, study_run.json and metrics.jsonl;
+no checkpoints, no prediction files) are also kept beside the report, in
 `<report_dir>/runs/<row>/seed<k>/`. Commit the report directory and a study goes
 on from any machine: a run whose workdir is gone but whose archived results.json
 matches the config counts as finished, and the report reads it from there.
@@ -55,10 +55,11 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_RECORD = "study_run.json"  # in each run's workdir: the command and every attempt's wall time
 TRAIN_LOG = "train.log"  # in each run's workdir: the subprocess's stdout and stderr
 ARCHIVE = "runs"  # <report_dir>/runs/<row>/seed<k>: each finished run's small files
-# What a finished run keeps beside the report: enough to rebuild every table and plot, and
-# the test predictions, which are scored elsewhere. Checkpoints and the model bundle stay behind.
-ARCHIVED_FILES = ("results.json", RUN_RECORD, "metrics.jsonl", "predictions/sst-test-output.csv",
-                  "predictions/para-test-output.csv", "predictions/sts-test-output.csv")
+# What a finished run keeps beside the report: enough to rebuild every table and plot. The
+# checkpoints, the model bundle and the prediction CSVs (no CSV goes into the repository) stay
+# in the workdir.
+# results.json, the mark of a finished run, is copied last.
+ARCHIVED_FILES = (RUN_RECORD, "metrics.jsonl", "results.json")
 
 _STUDY = flags.DEFINE_string("study", None, "A study in train/studies/ (e.g. tian_wang) or a path to a study file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where the runs go: <workdir>/runs/<row>/seed<k>.")
@@ -297,18 +298,16 @@ def archive_run(spec: RunSpec) -> bool:
     with open(results, "rb") as new, open(archived, "rb") as old:
       if new.read() != old.read():  # another run of this (row, seed): none of the old one's files may stay
         shutil.rmtree(spec.archive)
+  os.makedirs(spec.archive, exist_ok=True)
   for name in ARCHIVED_FILES:
     source, target = os.path.join(spec.workdir, name), os.path.join(spec.archive, name)
     if not os.path.isfile(source):
       continue
-    os.makedirs(os.path.dirname(target), exist_ok=True)
     if name == RUN_RECORD:
-      record = {**read_run_record(spec.workdir), "attempts": _attempt_walls(spec.workdir)}
-      with open(target + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=2)
-    else:
+      _write_run_record(spec.archive, {**read_run_record(spec.workdir), "attempts": _attempt_walls(spec.workdir)})
+    else:  # whole or not at all: a reader never sees half a file
       shutil.copyfile(source, target + ".tmp")
-    os.replace(target + ".tmp", target)  # results.json is the marker: never half-written
+      os.replace(target + ".tmp", target)
   return True
 
 

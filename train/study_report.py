@@ -123,8 +123,8 @@ def _data_line(summaries: Sequence[RowSummary]) -> str:
 def _time_line(summaries: Sequence[RowSummary], n_done: int, n_runs: int) -> str:
   """What the finished runs took and what the rest would take at that rate, from the runs themselves."""
   walls = [(s.wall_s_mean, s.n) for s in summaries if s.n and s.wall_s_mean]
-  resume = ("rerunning the command resumes the study, on another machine too: every finished run's results, "
-            "curves and test predictions are kept in `runs/` beside this file.")
+  resume = ("rerunning the command resumes the study, on another machine too: every finished run's results "
+            "and curves are kept in `runs/` beside this file.")
   if not walls:
     return "No run has finished yet; " + resume
   mean = sum(w * n for w, n in walls) / sum(n for _, n in walls)
