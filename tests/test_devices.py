@@ -30,6 +30,8 @@ def test_parallel_modes_over_the_local_devices_match_one_device(tiny_world, task
       _, parallel, metrics = _run_steps(config, mode, len(devices), *task_data)
       _close(_flat(single), _flat(parallel), atol, f"{mode} over {len(devices)} {devices[0].platform} devices")
       assert all(np.isfinite(float(np.asarray(loss))) for loss in metrics["loss"].values())
+      if use_pcgrad:
+        assert np.asarray(metrics["pcgrad"]["cosine"]).shape[-2:] == (3, 3)
   # The comparison is of parameters that trained (mean pooling leaves BERT's pooler idle).
   moved = [k for k, v in _flat(before).items() if not np.array_equal(v, _flat(single)[k])]
   assert len(moved) >= 0.9 * len(_flat(before)), sorted(set(_flat(before)) - set(moved))

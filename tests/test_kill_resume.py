@@ -1,19 +1,21 @@
-"""Twenty SIGKILLs at random moments, each followed by a resume, end in the uninterrupted run's params.
+"""SIGKILLs at random moments, each followed by a resume, end in the uninterrupted run's params.
 
-The tiny run (10 epochs of 4 steps, a checkpoint every 2 steps) is started, killed,
-started again, 20 times, then left to finish. Each kill moment is drawn from a
-seeded generator: during a train step (a few steps past the resumed one), during an
-asynchronous checkpoint save (its temporary directory is on disk), or during the
-dev evaluation at an epoch end (the epoch's last train record is written, its eval
-record not yet). The kinds and delays are reproducible; which checkpoint each start
-resumes from also depends on how far a save got before its kill.
+The tiny run (5 epochs of 4 steps, a checkpoint every 2 steps) is started, killed,
+started again, `--kills` times (8 unless told), then left to finish. The kills take
+turns at the three kinds of moment: during a train step (a few steps past the resumed
+one), during an asynchronous checkpoint save (its temporary directory is on disk), and
+during the dev evaluation at an epoch end (the epoch's last train record is written,
+its eval record not yet); a seeded generator draws each one's step and delay, so the
+moments are reproducible. Which checkpoint each start resumes from also depends on how
+far a save got before its kill.
 
 The final params must be bit-identical to a run that was never interrupted, and
 metrics.jsonl must hold every train and eval step exactly once.
 
-It starts the trainer 22 times (the uninterrupted run, 20 killed starts, the final
-one), all sharing one persistent compilation cache, so it is the slowest test here:
-`-m "not slow"` skips it locally; CI (`pytest -q tests`) runs it.
+It starts the trainer `--kills` + 2 times (the uninterrupted run, the killed starts,
+the final one), all sharing one persistent compilation cache, so it is among the slowest
+tests here: `-m "not slow"` skips it locally; CI (`pytest -q tests`) runs it with 8
+kills, and `pytest tests/test_kill_resume.py --kills=40` is the longer hunt.
 """
 
 import collections
@@ -31,7 +33,7 @@ import pytest
 from tests.test_train import REPO_ROOT, _final_params, _flat, _train_subprocess, _write_config_file, tiny_config
 from train.metric_writer import read_metrics
 
-KILLS = 20
+KINDS = ("step", "save", "eval")
 _START = re.compile(r"main: (?:resumed from step (\d+) of|training \d+ steps)")
 
 
@@ -92,11 +94,10 @@ class KilledRun:
     process.kill()
     raise AssertionError(f"attempt {attempt} did not start training within 300 s")
 
-  def target(self, rng: np.random.Generator, resumed: int) -> tuple[str, int]:
-    """A kill moment after `resumed`: ('step', k), ('save', k), ('eval', k), or ('end', 0)."""
+  def target(self, rng: np.random.Generator, resumed: int, kind: str) -> tuple[str, int]:
+    """A kill moment of `kind` after `resumed`: ('step', k), ('save', k), ('eval', k), or ('end', 0)."""
     # Far enough ahead that the run usually gets past a checkpoint (an async save completes
     # some steps after it starts), so the kills spread over the whole run.
-    kind = rng.choice(["step", "save", "eval"], p=[0.4, 0.3, 0.3])
     if kind == "step":
       k = resumed + int(rng.integers(2, 8))
     elif kind == "save":
@@ -140,22 +141,24 @@ class KilledRun:
 
 
 @pytest.mark.slow
-def test_twenty_random_kills_resume_to_the_uninterrupted_params(tiny_world, tmp_path):
-  config = tiny_config(tiny_world, tmp_path, num_epochs=10)
+def test_random_kills_resume_to_the_uninterrupted_params(tiny_world, tmp_path, request):
+  kills = request.config.getoption("--kills")
+  assert kills >= len(KINDS), f"--kills={kills}: at least one kill of each kind {KINDS}"
+  config = tiny_config(tiny_world, tmp_path, num_epochs=5)
   config_file = _write_config_file(tmp_path / "tiny_config.py", config)
   reference = tmp_path / "uninterrupted"
   _train_subprocess(config_file, str(reference))
   epoch_ends = sorted(_logged(reference, "eval"))
   total_steps = max(_logged(reference, "train"))
-  assert len(epoch_ends) == 10 and total_steps == epoch_ends[-1]
+  assert len(epoch_ends) == 5 and total_steps == epoch_ends[-1]
 
   workdir = tmp_path / "killed"
   run = KilledRun(config_file, workdir, tmp_path / "logs", total_steps, epoch_ends)
   rng = np.random.default_rng(2024)
   moments = []
-  for attempt in range(KILLS):
+  for attempt in range(kills):
     process, resumed, log = run.start(attempt)
-    kind, step = run.target(rng, resumed)
+    kind, step = run.target(rng, resumed, KINDS[attempt % len(KINDS)])
     delay = float(rng.uniform(0.0, 0.05 if kind != "end" else 0.2))
     moments.append((resumed, kind, step, run.kill_at(process, log, kind, step, delay)))
   _train_subprocess(config_file, str(workdir))
