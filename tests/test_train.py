@@ -231,3 +231,19 @@ def test_eval_every_epochs_evaluates_every_nth_epoch_and_at_the_end(tiny_world, 
   checkpoints = RunCheckpoints(str(workdir / "checkpoints" / "main"), async_save=False)
   assert checkpoints.best_step() == max(evals, key=lambda r: r["dev/overall_mean"])["step"]
   checkpoints.close()
+
+
+def test_the_trainer_does_not_import_torch_but_leaves_it_importable(tmp_path):
+  # tensorboardX imports torch whenever it is installed (it is here, for the parity tests).
+  code = ("import sys, glob\n"
+          "import train.main, train.train\n"
+          "from train.metric_writer import MetricWriter\n"
+          f"writer = MetricWriter({str(tmp_path)!r}); writer.write(1, {{'loss': 0.5}}); writer.close()\n"
+          "print('torch imported:', 'torch' in sys.modules)\n"
+          f"print('event files:', len(glob.glob({str(tmp_path / 'tensorboard' / 'events.*')!r})))\n"
+          "import torch; print('torch importable:', hasattr(torch, 'Tensor'))\n")
+  done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+                        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert done.stdout.splitlines() == ["torch imported: False", "event files: 1", "torch importable: True"], done.stdout
+  assert json.loads((tmp_path / "metrics.jsonl").read_text())["loss"] == 0.5

@@ -20,11 +20,33 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Mapping
 
-from tensorboardX import SummaryWriter
-
 from train import storage
+
+
+def _import_summary_writer():
+  """tensorboardX's SummaryWriter, without the PyTorch that tensorboardX imports whenever it is installed.
+
+  The writer is given plain floats; importing torch (Colab has it) would only cost every
+  trainer start a second or two and a few hundred MB. A `None` in sys.modules makes
+  tensorboardX's `import torch` fail as if torch were absent; it is removed again at once,
+  so code that wants torch later still gets it.
+  """
+  if "torch" in sys.modules:
+    from tensorboardX import SummaryWriter
+    return SummaryWriter
+  sys.modules["torch"] = None
+  try:
+    from tensorboardX import SummaryWriter
+  finally:
+    if sys.modules.get("torch", 0) is None:
+      del sys.modules["torch"]
+  return SummaryWriter
+
+
+SummaryWriter = _import_summary_writer()
 
 
 def flatten_scalars(tree: Mapping, prefix: str = "") -> dict[str, float]:
