@@ -25,7 +25,7 @@ from bert_jax.tasks import NUM_SENTIMENT_CLASSES, TASK_METHODS, TASKS
 
 Array = jax.Array
 
-POOLINGS = ("cls", "mean")
+POOLINGS = ("cls", "mean", "both")
 
 
 def as_packed(batch: Batch) -> PackedBatch:
@@ -60,10 +60,13 @@ class MultitaskBert(nn.Module):
   Attributes:
     config: the encoder's shape.
     dtype: the encoder's compute dtype; heads always compute in float32.
-    sentiment_pooling: "cls" (BERT's pooled output, tanh(dense([CLS]))) or "mean".
+    sentiment_pooling: "cls" (BERT's pooled output, tanh(dense([CLS]))), "mean", or
+      "both": the two concatenated, [cls; mean] (2H wide), so the head sees the token
+      average the default checkpoint was trained to give and a [CLS] summary it can tune.
     pair_pooling: how bi-encoder heads form u and v: "mean" (default; the default
       checkpoint all-MiniLM-L6-v2 is trained as a mean-pooling sentence encoder)
-      or "cls" (the pooled output). The cross head always uses the pooled [CLS].
+      or "cls" (the pooled output), or "both" ([cls; mean]). The cross head always
+      uses the pooled [CLS].
     paraphrase_head, similarity_head: names in `PAIR_HEADS`.
     share_para_sts: share the pair heads' first layer(s) as "shared_pair"; needs
       the same head for both tasks, one of `shareable_pair_heads()`.
@@ -125,7 +128,10 @@ class MultitaskBert(nn.Module):
                        sequence_starts=batch["sequence_starts"], deterministic=deterministic)
     if pooling == "cls":
       return output.pooled_output.astype(jnp.float32)
-    return segment_mean_pool(output.last_hidden_state, batch["segment_ids"], batch["sequence_slots"])
+    mean = segment_mean_pool(output.last_hidden_state, batch["segment_ids"], batch["sequence_slots"])
+    if pooling == "mean":
+      return mean
+    return jnp.concatenate([output.pooled_output.astype(jnp.float32), mean.astype(jnp.float32)], axis=-1)
 
   def sentiment(self, batch: Batch, deterministic: bool = True) -> Array:
     """[B, num_sentiment_classes] float32 logits."""

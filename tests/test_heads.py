@@ -218,7 +218,7 @@ def test_unknown_head_and_pooling_errors_list_valid_choices():
   with pytest.raises(ValueError, match="unknown pair head 'bilinear'; valid heads: concat, cosine, diff, "
                                        "diff_2dense, product, cross"):
     multitask.MultitaskBert(CONFIG, paraphrase_head="bilinear")
-  with pytest.raises(ValueError, match=r"pair_pooling='max'; expected one of \('cls', 'mean'\)"):
+  with pytest.raises(ValueError, match=r"pair_pooling='max'; expected one of \('cls', 'mean', 'both'\)"):
     multitask.MultitaskBert(CONFIG, pair_pooling="max")
   with pytest.raises(ValueError, match="unknown tasks"):
     model = multitask.MultitaskBert(CONFIG)
@@ -269,7 +269,7 @@ def test_share_para_sts_rejects_heads_without_shareable_layers(para_head, sts_he
 # ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("pooling", ["cls", "mean"])
+@pytest.mark.parametrize("pooling", ["cls", "mean", "both"])
 def test_sentiment_logits_are_linear_in_the_chosen_pooling(pooling):
   model = multitask.MultitaskBert(CONFIG, sentiment_pooling=pooling)
   batch = batches_for(model)["sst"]
@@ -279,12 +279,12 @@ def test_sentiment_logits_are_linear_in_the_chosen_pooling(pooling):
 
   encoded = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
                         batch["token_type_ids"], method="encode")
-  if pooling == "cls":
-    pooled = np.asarray(encoded.pooled_output)
-  else:
-    mask = batch["attention_mask"][..., None].astype(np.float32)
-    pooled = (np.asarray(encoded.last_hidden_state) * mask).sum(1) / np.maximum(mask.sum(1), 1e-9)
+  mask = batch["attention_mask"][..., None].astype(np.float32)
+  mean = (np.asarray(encoded.last_hidden_state) * mask).sum(1) / np.maximum(mask.sum(1), 1e-9)
+  pooled = {"cls": np.asarray(encoded.pooled_output), "mean": mean,
+            "both": np.concatenate([np.asarray(encoded.pooled_output), mean], axis=-1)}[pooling]
   dense = params["sentiment"]["output"]
+  assert dense["kernel"].shape == (pooled.shape[-1], 5)
   expected = pooled @ np.asarray(dense["kernel"]) + dense["bias"]
   np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
 

@@ -139,7 +139,7 @@ def _model_and_params(bert_config, pooling, para_head="diff", pretrained=None):
   return model, params
 
 
-@pytest.mark.parametrize("pooling", ["mean", "cls"])
+@pytest.mark.parametrize("pooling", ["mean", "cls", "both"])
 @pytest.mark.parametrize("task, encoding", [("sst", None), ("para", "separate"), ("sts", "separate")])
 def test_packed_outputs_and_gradients_match_padded(pooling, task, encoding):
   config = BertConfig.tiny(vocab_size=2000, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)

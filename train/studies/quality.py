@@ -15,7 +15,9 @@ This study is where they were chosen: before, it compared the base preset (then
 the default) with `recipe`, the same three changes as overrides. The
 single-change rows say which of the three does the work; `lr_1e-4`, `llrd`
 and `epochs_3` try the other usual levers, and `bf16` asks whether bfloat16
-compute, faster on CPUs with AVX-512 BF16 or AMX, keeps the scores.
+compute, faster on CPUs with AVX-512 BF16 or AMX, keeps the scores. On top of
+the default, `pool_both` gives the SST classifier the [CLS] summary beside the
+token mean, and `bf16_epochs_3` spends bfloat16's saved time on a third epoch.
 
 Only dev scores are compared. The test predictions every run writes are scored
 elsewhere, never here.
@@ -52,6 +54,11 @@ def get_study() -> Study:
       Row("bf16", "Default preset in bfloat16", "default", {"dtype": "bfloat16"}, seeds=(0, 1),
           note="the default preset in bfloat16: float32 params and optimizer, bfloat16 matmuls and activations"),
       Row("epochs_3", "3 epochs", "base", epochs_factor=1.5),
+      Row("pool_both", "Default preset, SST head on [CLS; mean]", "default",
+          {"model.sentiment_pooling": "both"}, seeds=THREE_SEEDS),
+      Row("bf16_epochs_3", "Default preset in bfloat16, 3 epochs", "default", {"dtype": "bfloat16"},
+          epochs_factor=1.5, seeds=THREE_SEEDS,
+          note="bfloat16's saved time spent on a third epoch"),
   )
   return Study(
       name="quality", title="Quality: a better SST score within the default's budget",
