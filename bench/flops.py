@@ -53,7 +53,8 @@ def measure_matmul_peak(size: int = 2048, repeats: int = 5, *, dtype: str = "flo
 
   Each library gets one warmup product and then the fastest of `repeats`.
   `dtype` "bfloat16" times bfloat16 operands (numpy has none, so it is left
-  out), the peak a bfloat16 step's MFU is taken against. numpy is left out too
+  out), the peak a bfloat16 step's MFU is taken against; XLA's product
+  accumulates in float32, as the encoder's do. numpy is left out too
   when XLA's default device is not the CPU, and torch then runs on
   `torch_device`: a GPU's peak is its own, not the host's.
   """
@@ -79,7 +80,9 @@ def measure_matmul_peak(size: int = 2048, repeats: int = 5, *, dtype: str = "flo
   except ImportError:
     pass
   ja, jb = (jax.device_put(jnp.asarray(x, dtype)) for x in (a, b))
-  matmul = jax.jit(lambda x, y: x @ y)
+  # As the encoder's dense layers multiply (bert_jax.ops): a float32 accumulator and output,
+  # cast back. XLA:CPU gives a bfloat16-in, bfloat16-out dot only its float32 rate.
+  matmul = jax.jit(lambda x, y: jnp.dot(x, y, preferred_element_type=jnp.float32).astype(x.dtype))
   rates["xla"] = best(lambda: matmul(ja, jb).block_until_ready())
   rates["peak"] = max(rates.values())
   return rates
