@@ -74,3 +74,39 @@ def task_loss(task: str, outputs: Array, batch: Batch,
   loss = loss_sum / jnp.maximum(count, 1.0)
   return loss, {"loss_sum": loss_sum, "count": count, **extra}
 
+
+def consistency(task: str, outputs_a: Array, outputs_b: Array) -> Array:
+  """Per-example disagreement of two dropout passes over the same examples (R-Drop's term).
+
+  sst: the symmetric KL divergence of the two softmax distributions,
+  KL(p||q) + KL(q||p) = sum (p - q)(log p - log q); para: the same for the two
+  Bernoulli distributions, which reduces to (p - q)(logit_p - logit_q); sts,
+  a regression: the squared difference of the two scores.
+  """
+  check_task(task)
+  a, b = outputs_a.astype(jnp.float32), outputs_b.astype(jnp.float32)
+  if task == "sst":
+    log_a, log_b = jax.nn.log_softmax(a, axis=-1), jax.nn.log_softmax(b, axis=-1)
+    return jnp.sum((jnp.exp(log_a) - jnp.exp(log_b)) * (log_a - log_b), axis=-1)
+  if task == "para":
+    return (jax.nn.sigmoid(a) - jax.nn.sigmoid(b)) * (a - b)
+  return jnp.square(a - b)
+
+
+def rdrop_loss(task: str, outputs_a: Array, outputs_b: Array, batch: Batch, alpha: float,
+               similarity_loss: str = "mse") -> tuple[Array, dict[str, Array]]:
+  """R-Drop (Liang et al., 2021): the task loss of two dropout passes plus their disagreement.
+
+  The paper's loss, L_a + L_b + alpha * (KL(a||b) + KL(b||a)) / 2, halved, so that the
+  task part keeps the scale of one pass and `alpha` means what it means in the paper.
+  Weighted like `task_loss` (padding examples count for nothing). The metrics are
+  `task_loss`'s for the first pass, with "loss_sum" the whole objective's weighted sum,
+  so the loss a trainer reports is the one it differentiates.
+  """
+  loss_a, metrics = task_loss(task, outputs_a, batch, similarity_loss)
+  _, metrics_b = task_loss(task, outputs_b, batch, similarity_loss)
+  weights = jnp.asarray(batch["weights"], jnp.float32)
+  disagreement = jnp.sum(jnp.where(weights > 0, weights * consistency(task, outputs_a, outputs_b), 0.0))
+  loss_sum = 0.5 * (metrics["loss_sum"] + metrics_b["loss_sum"]) + 0.25 * alpha * disagreement
+  metrics = {**metrics, "loss_sum": loss_sum}
+  return loss_sum / jnp.maximum(metrics["count"], 1.0), metrics

@@ -227,6 +227,9 @@ RULES: dict[str, Check] = {
     "loss_weights.sst": number(min=0),
     "loss_weights.para": number(min=0),
     "loss_weights.sts": number(min=0),
+    "rdrop_alpha.sst": number(min=0),
+    "rdrop_alpha.para": number(min=0),
+    "rdrop_alpha.sts": number(min=0),
     "similarity_loss": one_of(losses_lib.SIMILARITY_LOSSES),
     "best_metric": one_of(SCORE_NAMES),
     **{f"optim.{field}": check for field, check in OPTIM_RULES.items()},
@@ -261,13 +264,15 @@ def _get(config: Any, path: str) -> tuple[bool, Any]:
   return True, node
 
 
-def _loss_weight_tasks(config) -> Iterable[Problem]:
+def _per_task_fields(config) -> Iterable[Problem]:
+  for field in ("loss_weights", "rdrop_alpha"):
+    found, per_task = _get(config, field)
+    unknown = sorted(set(per_task.keys()) - set(tasks.TASKS)) if found else []
+    if unknown:
+      yield Problem(field, dict(per_task), f"weights only for the tasks {list(tasks.TASKS)}; "
+                    f"{unknown} would be ignored")
   found, weights = _get(config, "loss_weights")
   if found:
-    unknown = sorted(set(weights.keys()) - set(tasks.TASKS))
-    if unknown:
-      yield Problem("loss_weights", dict(weights), f"weights only for the tasks {list(tasks.TASKS)}; "
-                    f"{unknown} would be ignored")
     values = [v for v in weights.values() if _is_number(v)]
     if values and len(values) == len(weights) and not any(values):
       yield Problem("loss_weights", dict(weights), "at least one task with a weight > 0")
@@ -307,7 +312,7 @@ def _one_conflict_method(config) -> Iterable[Problem]:
 
 
 CROSS_FIELD_RULES: list[Callable[[Any], Iterable[Problem]]] = [
-    _loss_weight_tasks,
+    _per_task_fields,
     _one_conflict_method,
     _packing_holds_max_length,
     _shared_pair_heads,

@@ -42,7 +42,7 @@ from train.state import TrainState
 
 def make_task_gradient(model: multitask.MultitaskBert, task: str, *, task_index: int,
                        freeze: optim.Freeze = optim.Freeze(), loss_weight: float = 1.0,
-                       similarity_loss: str = "mse") -> Callable:
+                       similarity_loss: str = "mse", rdrop_alpha: float = 0.0) -> Callable:
   """`(params, batch, rng) -> (gradient of the trainable params, loss, metrics)` for one task.
 
   A per-device function (`parallel.py` maps it over the `data` axis, under jit or
@@ -54,11 +54,20 @@ def make_task_gradient(model: multitask.MultitaskBert, task: str, *, task_index:
   plain weighted mean, computed as `task_loss` computes it. The gradient is of
   `loss_weight * loss`; the returned loss is unweighted. Only the trainable
   parameters are differentiated (`optim.Freeze`).
+
+  `rdrop_alpha` > 0 runs the batch through the model twice, with dropout keys
+  `rng` and fold_in(rng, 1), and differentiates `losses.rdrop_loss`; the reported
+  loss is then that whole objective. 0 is one pass, as without it.
   """
   def objective(trainable, params, batch, rng, total_weight):
-    outputs = model.apply({"params": freeze.merge(trainable, params)}, batch, deterministic=False,
-                          rngs={"dropout": rng}, method=TASK_METHODS[task])
-    _, metrics = losses_lib.task_loss(task, outputs, batch, similarity_loss=similarity_loss)
+    variables = {"params": freeze.merge(trainable, params)}
+    forward = lambda key: model.apply(variables, batch, deterministic=False, rngs={"dropout": key},
+                                      method=TASK_METHODS[task])
+    if rdrop_alpha > 0:
+      _, metrics = losses_lib.rdrop_loss(task, forward(rng), forward(jax.random.fold_in(rng, 1)), batch,
+                                         rdrop_alpha, similarity_loss=similarity_loss)
+    else:
+      _, metrics = losses_lib.task_loss(task, forward(rng), batch, similarity_loss=similarity_loss)
     return loss_weight * (metrics["loss_sum"] / total_weight), metrics
 
   def task_gradient(params, batch, rng):
@@ -185,7 +194,7 @@ def make_train_step(model: multitask.MultitaskBert, tx: optax.GradientTransforma
                     task_order: Sequence[str], parallel: DataParallel,
                     freeze: optim.Freeze = optim.Freeze(),
                     loss_weights: Mapping[str, float] | None = None, similarity_loss: str = "mse",
-                    per_task_gradients: bool = False, pass_losses: bool = False,
+                    rdrop_alpha: Mapping[str, float] | None = None, per_task_gradients: bool = False, pass_losses: bool = False,
                     gradient_stats_every: int = 0) -> TrainStep:
   """Builds the train step: each piece written once, for one device, and mapped by `parallel`.
 
@@ -193,15 +202,17 @@ def make_train_step(model: multitask.MultitaskBert, tx: optax.GradientTransforma
     task_order: all task names, in the order PCGrad stacks them and failures are reported.
     parallel: maps the pieces over the devices (jit of shard_map, or pmap).
     freeze: the parameters that get no gradient and no update.
+    rdrop_alpha: per task, the weight of R-Drop's two-pass consistency term (absent or 0: off).
     per_task_gradients: stack one gradient per task (for a conflict method) instead of summing.
     pass_losses: hand the task losses to `tx.update` (for the loss-weighting methods).
     gradient_stats_every: every N-th step, report the task gradients' cosines and norms (0: never).
   """
-  loss_weights = dict(loss_weights or {})
+  loss_weights, rdrop_alpha = dict(loss_weights or {}), dict(rdrop_alpha or {})
   task_gradients = {
       task: parallel.compile(
           make_task_gradient(model, task, task_index=task_order.index(task), freeze=freeze,
-                             loss_weight=loss_weights.get(task, 1.0), similarity_loss=similarity_loss),
+                             loss_weight=loss_weights.get(task, 1.0), similarity_loss=similarity_loss,
+                             rdrop_alpha=rdrop_alpha.get(task, 0.0)),
           in_specs=(REPLICATED, BATCH, REPLICATED))  # params, batch, rng
       for task in task_order}
   apply_gradients = parallel.compile(

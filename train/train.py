@@ -211,6 +211,7 @@ class Trainer:
       return tx, schedule, steps.make_train_step(
           self.model, tx, task_order=TASKS, parallel=self.parallel, freeze=freeze,
           loss_weights=dict(config.loss_weights), similarity_loss=config.similarity_loss,
+          rdrop_alpha=dict(config.rdrop_alpha),
           per_task_gradients=optim.uses_per_task_gradients(stage_config),
           pass_losses=conflicts_registry.needs_losses(stage_config),
           gradient_stats_every=config.gradient_stats_every_steps)

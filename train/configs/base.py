@@ -75,6 +75,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.max_steps = -1  # > 0 stops early: smoke tests
   config.loss_weights = ml_collections.ConfigDict({"sst": 1.0, "para": 1.0, "sts": 1.0})
   config.similarity_loss = "mse"  # or "l1"
+  # R-Drop (bert_jax/losses.py): per task, the weight of the disagreement between two dropout
+  # passes of each batch; > 0 doubles that task's forward and backward. 0 = one pass.
+  config.rdrop_alpha = ml_collections.ConfigDict({"sst": 0.0, "para": 0.0, "sts": 0.0})
   # The dev score that picks the best checkpoint (of a stage, and between the main and the frozen
   # stage): "overall_mean" (mean of the three), "overall_cs224n" (STS r mapped to (r+1)/2 first),
   # or one task's "sst_accuracy", "para_accuracy", "sts_pearson".

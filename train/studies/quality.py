@@ -17,7 +17,8 @@ single-change rows say which of the three does the work; `lr_1e-4`, `llrd`
 and `epochs_3` try the other usual levers, and `bf16` asks whether bfloat16
 compute, faster on CPUs with AVX-512 BF16 or AMX, keeps the scores. On top of
 the default, `pool_both` gives the SST classifier the [CLS] summary beside the
-token mean, and `bf16_epochs_3` spends bfloat16's saved time on a third epoch.
+token mean, `bf16_epochs_3` spends bfloat16's saved time on a third epoch, and
+`rdrop` adds R-Drop's consistency between two dropout passes to the SST loss.
 
 Only dev scores are compared. The test predictions every run writes are scored
 elsewhere, never here.
@@ -59,6 +60,8 @@ def get_study() -> Study:
       Row("bf16_epochs_3", "Default preset in bfloat16, 3 epochs", "default", {"dtype": "bfloat16"},
           epochs_factor=1.5, seeds=THREE_SEEDS,
           note="bfloat16's saved time spent on a third epoch"),
+      Row("rdrop", "Default preset, R-Drop on SST (alpha 1)", "default", {"rdrop_alpha.sst": 1.0},
+          seeds=THREE_SEEDS, note="two dropout passes of every SST batch"),
   )
   return Study(
       name="quality", title="Quality: a better SST score within the default's budget",

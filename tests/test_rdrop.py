@@ -1,0 +1,138 @@
+"""R-Drop (`config.rdrop_alpha`): the consistency terms against their definitions, and the trainer's
+task gradient differentiates exactly the two-pass objective."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from bert_jax import losses
+from bert_jax.tasks import TASK_METHODS
+from train import optim, steps, train
+from train.config_validation import ConfigError, validate
+from train.configs import base
+from train.parallel import DataParallel
+from tests.test_train import _flat, _initial_params, task_data, tiny_config  # noqa: F401  (task_data is a fixture)
+
+
+def _softmax(x):
+  e = np.exp(x - x.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+def _kl(p, q):
+  return np.sum(p * np.log(p / q), axis=-1)
+
+
+def test_consistency_terms_are_the_symmetric_divergences():
+  rng = np.random.default_rng(0)
+  a, b = rng.normal(size=(6, 5)), rng.normal(size=(6, 5))
+  p, q = _softmax(a), _softmax(b)
+  np.testing.assert_allclose(losses.consistency("sst", a, b), _kl(p, q) + _kl(q, p), rtol=1e-5)
+
+  x, y = rng.normal(size=6) * 3, rng.normal(size=6) * 3
+  p, q = 1 / (1 + np.exp(-x)), 1 / (1 + np.exp(-y))
+  bernoulli = lambda p, q: _kl(np.stack([p, 1 - p], -1), np.stack([q, 1 - q], -1))
+  np.testing.assert_allclose(losses.consistency("para", x, y), bernoulli(p, q) + bernoulli(q, p), rtol=1e-5)
+  np.testing.assert_allclose(losses.consistency("sts", x, y), (x - y) ** 2, rtol=1e-6)
+  for task, z in (("sst", a), ("para", x), ("sts", x)):
+    np.testing.assert_allclose(losses.consistency(task, z, z), 0.0, atol=1e-6)
+
+
+def test_rdrop_loss_is_half_the_papers_objective_weighted_by_example():
+  rng = np.random.default_rng(1)
+  a, b = rng.normal(size=(4, 5)), rng.normal(size=(4, 5))
+  batch = {"labels": np.array([0, 3, 4, 7]), "weights": np.array([1.0, 1.0, 0.5, 0.0])}  # 7: padding
+  alpha = 2.0
+  labels = np.array([0, 3, 4, 0])
+  ce = lambda z: -np.log(_softmax(z)[np.arange(4), labels])
+  p, q = _softmax(a), _softmax(b)
+  per_example = ce(a) + ce(b) + alpha * (_kl(p, q) + _kl(q, p)) / 2
+  w = batch["weights"]
+  expected = np.sum(w * per_example / 2) / np.sum(w)
+  loss, metrics = losses.rdrop_loss("sst", a, b, batch, alpha)
+  np.testing.assert_allclose(loss, expected, rtol=1e-5)
+  np.testing.assert_allclose(metrics["loss_sum"], expected * np.sum(w), rtol=1e-5)
+  _, first_pass = losses.task_loss("sst", a, batch)
+  assert float(metrics["correct"]) == float(first_pass["correct"])
+  assert float(metrics["count"]) == 2.5
+
+
+def test_task_gradient_differentiates_two_dropout_passes(tiny_world, task_data, tmp_path):
+  loaded, data = task_data
+  config = tiny_config(tiny_world, tmp_path, **{"model.head_dropout": 0.3})
+  model = train.build_model(config, loaded.config)
+  params = _initial_params(config, loaded, data)
+  freeze = optim.Freeze.from_regexes(params, ("^bert/encoder/layer/0/",))  # a smaller compile
+  parallel = DataParallel.create("jit", 1)
+  alpha = 1.5
+  batch = next(data.train_stream(schedule="round_robin", proportions="balanced", batch_size=24,
+                                 num_epochs=1, seed=0, num_devices=1))["sst"]
+  rng = jax.random.key(5)
+
+  def built(rdrop_alpha):
+    step = steps.make_train_step(model, optax.identity(), task_order=train.TASKS, parallel=parallel,
+                                 freeze=freeze, rdrop_alpha=rdrop_alpha)
+    grads, loss, _ = step.task_gradients["sst"](params, parallel.put_batch(batch), rng)
+    return _flat(jax.device_get(grads)), float(loss)
+
+  key = jax.random.fold_in(rng, train.TASKS.index("sst"))  # the step's per-task key
+
+  @jax.jit
+  def by_hand(trainable):
+    variables = {"params": freeze.merge(trainable, params)}
+    forward = lambda k: model.apply(variables, batch, deterministic=False, rngs={"dropout": k},
+                                    method=TASK_METHODS["sst"])
+    a, b = forward(key), forward(jax.random.fold_in(key, 1))
+    weights = jnp.asarray(batch["weights"], jnp.float32)
+    labels = jnp.where(weights > 0, jnp.asarray(batch["labels"], jnp.int32), 0)
+    ce = lambda z: -jnp.take_along_axis(jax.nn.log_softmax(z), labels[:, None], axis=-1)[:, 0]
+    log_p, log_q = jax.nn.log_softmax(a), jax.nn.log_softmax(b)
+    sym_kl = jnp.sum(jnp.exp(log_p) * (log_p - log_q) + jnp.exp(log_q) * (log_q - log_p), axis=-1)
+    per_example = (ce(a) + ce(b) + alpha * sym_kl / 2) / 2
+    return jnp.sum(weights * per_example) / jnp.sum(weights), (a, b)
+
+  (expected_loss, (a, b)), expected_grads = jax.value_and_grad(by_hand, has_aux=True)(freeze.trainable(params))
+  assert not np.allclose(a, b, atol=1e-3), "dropout did not make the two passes differ"
+  grads, loss = built({"sst": alpha})
+  np.testing.assert_allclose(loss, float(expected_loss), rtol=1e-5)
+  expected = _flat(jax.device_get(expected_grads))
+  assert grads.keys() == expected.keys()
+  for name, value in expected.items():
+    np.testing.assert_allclose(grads[name], value, rtol=1e-4, atol=1e-6, err_msg=name)
+
+  one_pass, one_pass_loss = built({"sst": 0.0})
+  plain, plain_loss = built(None)
+  assert one_pass_loss == plain_loss and one_pass_loss != loss
+  assert all(np.array_equal(one_pass[k], plain[k]) for k in plain), "alpha 0 is not the one-pass step"
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("rdrop_alpha.sst", -1.0, "a finite number >= 0"),
+    ("rdrop_alpha.ssst", 1.0, "['ssst'] would be ignored"),
+])
+def test_bad_rdrop_alpha_is_named(field, value, expected):
+  config = base.get_config()
+  with config.unlocked():
+    node, key = config, field.split(".")
+    node = node[key[0]]
+    node[key[1]] = value
+  with pytest.raises(ConfigError) as error:
+    validate(config)
+  assert "rdrop_alpha" in str(error.value) and expected in str(error.value)
+
+
+def test_the_trainer_builds_its_step_with_the_configs_rdrop_alpha(tiny_world, tmp_path, monkeypatch):
+  seen = []
+  real = steps.make_train_step
+
+  def recording(*args, **kwargs):
+    seen.append(kwargs.get("rdrop_alpha"))
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(steps, "make_train_step", recording)
+  config = tiny_config(tiny_world, tmp_path, max_steps=2, **{"rdrop_alpha.sst": 1.0})
+  scores = train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert seen and all(alpha == {"sst": 1.0, "para": 0.0, "sts": 0.0} for alpha in seen)
+  assert np.isfinite(scores["sst_accuracy"])
