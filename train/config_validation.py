@@ -269,7 +269,7 @@ def _per_task_fields(config) -> Iterable[Problem]:
     found, per_task = _get(config, field)
     unknown = sorted(set(per_task.keys()) - set(tasks.TASKS)) if found else []
     if unknown:
-      yield Problem(field, dict(per_task), f"weights only for the tasks {list(tasks.TASKS)}; "
+      yield Problem(field, dict(per_task), f"values only for the tasks {list(tasks.TASKS)}; "
                     f"{unknown} would be ignored")
   found, weights = _get(config, "loss_weights")
   if found:
