@@ -384,3 +384,17 @@ def test_the_shipped_studies_plan(tmp_path):
   assert [r.name for r in conflict_methods.rows] == ["sum", *registry.METHODS]
   assert all(r.seeds == (0, 1, 2) and r.preset == "default" for r in conflict_methods.rows)
   assert [dict(r.overrides).get("conflicts.method") for r in conflict_methods.rows[1:]] == list(registry.METHODS)
+
+
+def test_a_killed_attempts_wall_time_ends_when_the_next_attempt_starts(tmp_path):
+  # Every attempt appends to one train.log, so its last change is when the last attempt ended.
+  started = 1_000_000.0
+  record = {"argv": [], "attempts": [{"started": started, "wall_s": None, "returncode": None},
+                                     {"started": started + 30, "wall_s": 1000.0, "returncode": 0},
+                                     {"started": started + 2000, "wall_s": None, "returncode": None}]}
+  (tmp_path / study_lib.RUN_RECORD).write_text(json.dumps(record))
+  log = tmp_path / study_lib.TRAIN_LOG
+  log.write_text("log\n")
+  os.utime(log, (started + 2500, started + 2500))
+  assert [a["wall_s"] for a in study_lib._attempt_walls(str(tmp_path))] == [30.0, 1000.0, 500.0]
+  assert study_lib.run_wall_seconds(str(tmp_path)) == 1530.0

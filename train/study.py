@@ -269,12 +269,17 @@ def _write_run_record(workdir: str, record: dict) -> None:
 
 
 def _attempt_walls(workdir: str) -> list[dict]:
-  """The run record's attempts, a killed one's wall time filled in up to when its log last changed."""
+  """The run record's attempts, a killed one's wall time filled in.
+
+  A killed attempt ran until its log last changed, or, since every attempt appends
+  to the same log, until the next attempt started, whichever came first.
+  """
   attempts = [dict(a) for a in read_run_record(workdir).get("attempts", [])]
   log = os.path.join(workdir, TRAIN_LOG)
-  for attempt in attempts:
+  for attempt, following in zip(attempts, attempts[1:] + [None]):
     if attempt.get("wall_s") is None and os.path.isfile(log):
-      attempt["wall_s"] = max(0.0, os.path.getmtime(log) - attempt["started"])
+      end = os.path.getmtime(log) if following is None else min(os.path.getmtime(log), following["started"])
+      attempt["wall_s"] = max(0.0, end - attempt["started"])
   return attempts
 
 
