@@ -147,6 +147,7 @@ def test_killed_study_resumes_and_skips_finished_runs(finished_study):
     assert (path / "results.json").is_file(), run
     attempts = json.loads((path / "study_run.json").read_text())["attempts"]
     assert len(attempts) == (2 if run == "a/seed1" else 1), (run, attempts)
+    assert all(a["wall_s"] is not None for a in attempts), (run, attempts)  # the killed one: filled at resume
 
 
 def test_no_paraphrase_training_with_fraction_zero(finished_study):

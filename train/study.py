@@ -340,7 +340,9 @@ def run_one(spec: RunSpec, python: str = sys.executable) -> int:
   os.makedirs(spec.workdir, exist_ok=True)
   record = read_run_record(spec.workdir)
   record.update({"row": spec.row.name, "seed": spec.seed, "argv": spec.argv})
-  record.setdefault("attempts", []).append({"started": time.time(), "wall_s": None, "returncode": None})
+  # A killed attempt's end is its log's last change, known exactly only until this attempt writes to it.
+  record["attempts"] = _attempt_walls(spec.workdir)
+  record["attempts"].append({"started": time.time(), "wall_s": None, "returncode": None})
   _write_run_record(spec.workdir, record)
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (REPO_ROOT, os.environ.get("PYTHONPATH")) if p))
   start = time.monotonic()
