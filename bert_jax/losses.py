@@ -103,7 +103,7 @@ def rdrop_loss(task: str, outputs_a: Array, outputs_b: Array, batch: Batch, alph
   `task_loss`'s for the first pass, with "loss_sum" the whole objective's weighted sum,
   so the loss a trainer reports is the one it differentiates.
   """
-  loss_a, metrics = task_loss(task, outputs_a, batch, similarity_loss)
+  _, metrics = task_loss(task, outputs_a, batch, similarity_loss)
   _, metrics_b = task_loss(task, outputs_b, batch, similarity_loss)
   weights = jnp.asarray(batch["weights"], jnp.float32)
   disagreement = jnp.sum(jnp.where(weights > 0, weights * consistency(task, outputs_a, outputs_b), 0.0))

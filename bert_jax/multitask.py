@@ -131,7 +131,7 @@ class MultitaskBert(nn.Module):
     mean = segment_mean_pool(output.last_hidden_state, batch["segment_ids"], batch["sequence_slots"])
     if pooling == "mean":
       return mean
-    return jnp.concatenate([output.pooled_output.astype(jnp.float32), mean.astype(jnp.float32)], axis=-1)
+    return jnp.concatenate([output.pooled_output.astype(jnp.float32), mean], axis=-1)  # mean: float32
 
   def sentiment(self, batch: Batch, deterministic: bool = True) -> Array:
     """[B, num_sentiment_classes] float32 logits."""

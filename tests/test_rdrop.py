@@ -114,10 +114,9 @@ def test_task_gradient_differentiates_two_dropout_passes(tiny_world, task_data, 
 ])
 def test_bad_rdrop_alpha_is_named(field, value, expected):
   config = base.get_config()
+  section, key = field.split(".")
   with config.unlocked():
-    node, key = config, field.split(".")
-    node = node[key[0]]
-    node[key[1]] = value
+    config[section][key] = value
   with pytest.raises(ConfigError) as error:
     validate(config)
   assert "rdrop_alpha" in str(error.value) and expected in str(error.value)

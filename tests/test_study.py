@@ -397,5 +397,5 @@ def test_a_killed_attempts_wall_time_ends_when_the_next_attempt_starts(tmp_path)
   log = tmp_path / study_lib.TRAIN_LOG
   log.write_text("log\n")
   os.utime(log, (started + 2500, started + 2500))
-  assert [a["wall_s"] for a in study_lib._attempt_walls(str(tmp_path))] == [30.0, 1000.0, 500.0]
+  assert [a["wall_s"] for a in study_lib._attempt_walls(str(tmp_path), record)] == [30.0, 1000.0, 500.0]
   assert study_lib.run_wall_seconds(str(tmp_path)) == 1530.0

@@ -194,7 +194,8 @@ def make_train_step(model: multitask.MultitaskBert, tx: optax.GradientTransforma
                     task_order: Sequence[str], parallel: DataParallel,
                     freeze: optim.Freeze = optim.Freeze(),
                     loss_weights: Mapping[str, float] | None = None, similarity_loss: str = "mse",
-                    rdrop_alpha: Mapping[str, float] | None = None, per_task_gradients: bool = False, pass_losses: bool = False,
+                    rdrop_alpha: Mapping[str, float] | None = None,
+                    per_task_gradients: bool = False, pass_losses: bool = False,
                     gradient_stats_every: int = 0) -> TrainStep:
   """Builds the train step: each piece written once, for one device, and mapped by `parallel`.
 

@@ -268,24 +268,25 @@ def _write_run_record(workdir: str, record: dict) -> None:
   os.replace(path + ".tmp", path)
 
 
-def _attempt_walls(workdir: str) -> list[dict]:
+def _attempt_walls(workdir: str, record: dict) -> list[dict]:
   """The run record's attempts, a killed one's wall time filled in.
 
   A killed attempt ran until its log last changed, or, since every attempt appends
   to the same log, until the next attempt started, whichever came first.
   """
-  attempts = [dict(a) for a in read_run_record(workdir).get("attempts", [])]
+  attempts = [dict(a) for a in record.get("attempts", [])]
   log = os.path.join(workdir, TRAIN_LOG)
+  log_changed = os.path.getmtime(log) if os.path.isfile(log) else None
   for attempt, following in zip(attempts, attempts[1:] + [None]):
-    if attempt.get("wall_s") is None and os.path.isfile(log):
-      end = os.path.getmtime(log) if following is None else min(os.path.getmtime(log), following["started"])
+    if attempt.get("wall_s") is None and log_changed is not None:
+      end = log_changed if following is None else min(log_changed, following["started"])
       attempt["wall_s"] = max(0.0, end - attempt["started"])
   return attempts
 
 
 def run_wall_seconds(workdir: str) -> float | None:
   """Wall time over every attempt of a run; a killed attempt counts until its log last changed."""
-  attempts = _attempt_walls(workdir)
+  attempts = _attempt_walls(workdir, read_run_record(workdir))
   return sum(a["wall_s"] or 0.0 for a in attempts) if attempts else None
 
 
@@ -309,7 +310,8 @@ def archive_run(spec: RunSpec) -> bool:
     if not os.path.isfile(source):
       continue
     if name == RUN_RECORD:
-      _write_run_record(spec.archive, {**read_run_record(spec.workdir), "attempts": _attempt_walls(spec.workdir)})
+      record = read_run_record(spec.workdir)
+      _write_run_record(spec.archive, {**record, "attempts": _attempt_walls(spec.workdir, record)})
     else:  # whole or not at all: a reader never sees half a file
       shutil.copyfile(source, target + ".tmp")
       os.replace(target + ".tmp", target)
@@ -341,7 +343,7 @@ def run_one(spec: RunSpec, python: str = sys.executable) -> int:
   record = read_run_record(spec.workdir)
   record.update({"row": spec.row.name, "seed": spec.seed, "argv": spec.argv})
   # A killed attempt's end is its log's last change, known exactly only until this attempt writes to it.
-  record["attempts"] = _attempt_walls(spec.workdir)
+  record["attempts"] = _attempt_walls(spec.workdir, record)
   record["attempts"].append({"started": time.time(), "wall_s": None, "returncode": None})
   _write_run_record(spec.workdir, record)
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (REPO_ROOT, os.environ.get("PYTHONPATH")) if p))
