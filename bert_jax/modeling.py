@@ -282,6 +282,10 @@ class BertModel(nn.Module):
   each sequence. `sequence_starts` (flat indices row * length + offset of each
   sequence's first token) says whose [CLS] the pooler reads; `pooled_output`
   then has the shape of `sequence_starts` plus hidden.
+
+  `embedding_noise` ([batch, length, hidden], or None) is added to the
+  embeddings' output, the encoder's input: the perturbation that adversarial
+  regularisers such as SMART (bert_jax/smart.py) differentiate against.
   """
   config: BertConfig
   dtype: jnp.dtype = jnp.float32
@@ -291,11 +295,13 @@ class BertModel(nn.Module):
   def __call__(self, input_ids: Array, attention_mask: Array | None = None,
                token_type_ids: Array | None = None, *, position_ids: Array | None = None,
                segment_ids: Array | None = None, sequence_starts: Array | None = None,
-               deterministic: bool = True) -> BertOutput:
+               deterministic: bool = True, embedding_noise: Array | None = None) -> BertOutput:
     if token_type_ids is None:
       token_type_ids = jnp.zeros_like(input_ids)
     hidden = BertEmbeddings(self.config, self.dtype, name="embeddings")(
         input_ids, token_type_ids, deterministic, position_ids)
+    if embedding_noise is not None:
+      hidden = hidden + embedding_noise.astype(hidden.dtype)
     if segment_ids is not None:
       mask = segment_attention_mask(segment_ids)
     else:

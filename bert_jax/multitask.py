@@ -28,6 +28,15 @@ Array = jax.Array
 POOLINGS = ("cls", "mean", "both")
 
 
+def embedding_shape(batch: Batch, hidden_size: int) -> tuple[int, int, int]:
+  """[rows, length, hidden]: the encoder input's shape for `batch`, padded or packed.
+
+  A padded [B, L] or [B, 2, L] batch runs as B or 2B rows (`as_packed`).
+  """
+  shape = np.shape(batch["input_ids"])
+  return int(np.prod(shape[:-1])), int(shape[-1]), hidden_size
+
+
 def as_packed(batch: Batch) -> PackedBatch:
   """A padded batch as the packed layout with one sequence per row; a packed batch as it is.
 
@@ -121,11 +130,13 @@ class MultitaskBert(nn.Module):
              deterministic: bool = True) -> BertOutput:
     return self.bert(input_ids, attention_mask, token_type_ids, deterministic=deterministic)
 
-  def _pooled(self, batch: Batch, pooling: str, deterministic: bool) -> Array:
+  def _pooled(self, batch: Batch, pooling: str, deterministic: bool,
+              embedding_noise: Array | None = None) -> Array:
     """[B, k] + [H] float32 embeddings of each example's k sequences, from a packed batch."""
     output = self.bert(batch["input_ids"], token_type_ids=batch["token_type_ids"],
                        position_ids=batch["position_ids"], segment_ids=batch["segment_ids"],
-                       sequence_starts=batch["sequence_starts"], deterministic=deterministic)
+                       sequence_starts=batch["sequence_starts"], deterministic=deterministic,
+                       embedding_noise=embedding_noise)
     if pooling == "cls":
       return output.pooled_output.astype(jnp.float32)
     mean = segment_mean_pool(output.last_hidden_state, batch["segment_ids"], batch["sequence_slots"])
@@ -133,16 +144,21 @@ class MultitaskBert(nn.Module):
       return mean
     return jnp.concatenate([output.pooled_output.astype(jnp.float32), mean], axis=-1)  # mean: float32
 
-  def sentiment(self, batch: Batch, deterministic: bool = True) -> Array:
-    """[B, num_sentiment_classes] float32 logits."""
+  def sentiment(self, batch: Batch, deterministic: bool = True, embedding_noise: Array | None = None) -> Array:
+    """[B, num_sentiment_classes] float32 logits.
+
+    `embedding_noise`, in every task method: added to the encoder's input, of
+    shape `embedding_shape(batch, hidden_size)`; None (the default) adds nothing.
+    """
     if batch_layout.sequences_per_example(batch, "sst") != 1:
       raise ValueError(f"sst batch: input_ids {np.shape(batch['input_ids'])}, sequence_slots "
                        f"{np.shape(batch.get('sequence_slots'))}; expected one sentence per example "
                        "([B, L] padded, or sequence_slots [B, 1] packed)")
-    pooled = self._pooled(as_packed(batch), self.sentiment_pooling, deterministic)
+    pooled = self._pooled(as_packed(batch), self.sentiment_pooling, deterministic, embedding_noise)
     return self.sentiment_head(pooled[:, 0], deterministic)
 
-  def _pair(self, head: PairHead, head_name: str, task: str, batch: Batch, deterministic: bool) -> Array:
+  def _pair(self, head: PairHead, head_name: str, task: str, batch: Batch, deterministic: bool,
+            embedding_noise: Array | None) -> Array:
     encoding = batch_layout.pair_encoding_of(batch, task)
     if encoding != head.encoding:
       raise ValueError(
@@ -151,17 +167,19 @@ class MultitaskBert(nn.Module):
           f"build the {task} input with encoding={head.encoding!r}")
     packed = as_packed(batch)
     if encoding == batch_layout.JOINT:
-      return head(self._pooled(packed, "cls", deterministic)[:, 0], deterministic)
-    pooled = self._pooled(packed, self.pair_pooling, deterministic)
+      return head(self._pooled(packed, "cls", deterministic, embedding_noise)[:, 0], deterministic)
+    pooled = self._pooled(packed, self.pair_pooling, deterministic, embedding_noise)
     return head(pooled[:, 0], pooled[:, 1], deterministic)
 
-  def paraphrase(self, batch: Batch, deterministic: bool = True) -> Array:
+  def paraphrase(self, batch: Batch, deterministic: bool = True, embedding_noise: Array | None = None) -> Array:
     """[B] float32 paraphrase logits."""
-    return self._pair(self.paraphrase_pair_head, self.paraphrase_head, "para", batch, deterministic)
+    return self._pair(self.paraphrase_pair_head, self.paraphrase_head, "para", batch, deterministic,
+                      embedding_noise)
 
-  def similarity(self, batch: Batch, deterministic: bool = True) -> Array:
+  def similarity(self, batch: Batch, deterministic: bool = True, embedding_noise: Array | None = None) -> Array:
     """[B] float32 predicted similarity on the 0..5 label scale (unclipped; see `predict`)."""
-    return self._pair(self.similarity_pair_head, self.similarity_head, "sts", batch, deterministic)
+    return self._pair(self.similarity_pair_head, self.similarity_head, "sts", batch, deterministic,
+                      embedding_noise)
 
   def __call__(self, batches: Mapping[str, Batch], deterministic: bool = True) -> dict[str, Array]:
     """{task: output} for the tasks present; init with all three to create every parameter."""

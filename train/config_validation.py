@@ -230,6 +230,13 @@ RULES: dict[str, Check] = {
     "rdrop_alpha.sst": number(min=0),
     "rdrop_alpha.para": number(min=0),
     "rdrop_alpha.sts": number(min=0),
+    "smart.weight.sst": number(min=0),
+    "smart.weight.para": number(min=0),
+    "smart.weight.sts": number(min=0),
+    "smart.noise_std": number(min=0),
+    "smart.step_size": number(min=0),
+    "smart.epsilon": number(min=0, min_open=True),
+    "smart.num_steps": integer(min=1),
     "similarity_loss": one_of(losses_lib.SIMILARITY_LOSSES),
     "best_metric": one_of(SCORE_NAMES),
     **{f"optim.{field}": check for field, check in OPTIM_RULES.items()},
@@ -265,12 +272,20 @@ def _get(config: Any, path: str) -> tuple[bool, Any]:
 
 
 def _per_task_fields(config) -> Iterable[Problem]:
-  for field in ("loss_weights", "rdrop_alpha"):
+  for field in ("loss_weights", "rdrop_alpha", "smart.weight"):
     found, per_task = _get(config, field)
     unknown = sorted(set(per_task.keys()) - set(tasks.TASKS)) if found else []
     if unknown:
       yield Problem(field, dict(per_task), f"values only for the tasks {list(tasks.TASKS)}; "
                     f"{unknown} would be ignored")
+  _, rdrop = _get(config, "rdrop_alpha")
+  _, smart_weight = _get(config, "smart.weight")
+  for task in tasks.TASKS:
+    both = [_get(per_task, task)[1] if isinstance(per_task, (Mapping, ml_collections.ConfigDict)) else None
+            for per_task in (rdrop, smart_weight)]
+    if all(_is_number(v) and v > 0 for v in both):
+      yield Problem(f"smart.weight.{task}", both[1], f"0 while rdrop_alpha.{task}={both[0]} is on "
+                    "(R-Drop and SMART do not combine on one task)")
   found, weights = _get(config, "loss_weights")
   if found:
     values = [v for v in weights.values() if _is_number(v)]

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bert_jax import losses as losses_lib, multitask
+from bert_jax import losses as losses_lib, multitask, smart as smart_lib
 from bert_jax.batch import Batch
 from bert_jax.tasks import TASK_METHODS
 from train import gradient_stats, optim
@@ -42,7 +42,8 @@ from train.state import TrainState
 
 def make_task_gradient(model: multitask.MultitaskBert, task: str, *, task_index: int,
                        freeze: optim.Freeze = optim.Freeze(), loss_weight: float = 1.0,
-                       similarity_loss: str = "mse", rdrop_alpha: float = 0.0) -> Callable:
+                       similarity_loss: str = "mse", rdrop_alpha: float = 0.0, smart_weight: float = 0.0,
+                       smart: smart_lib.SmartOptions = smart_lib.SmartOptions()) -> Callable:
   """`(params, batch, rng) -> (gradient of the trainable params, loss, metrics)` for one task.
 
   A per-device function (`parallel.py` maps it over the `data` axis, under jit or
@@ -58,16 +59,30 @@ def make_task_gradient(model: multitask.MultitaskBert, task: str, *, task_index:
   `rdrop_alpha` > 0 runs the batch through the model twice, with dropout keys
   `rng` and fold_in(rng, 1), and differentiates `losses.rdrop_loss`; the reported
   loss is then that whole objective. 0 is one pass, as without it.
+
+  `smart_weight` > 0 adds that weight times SMART's smoothness term
+  (`bert_jax/smart.py`, settings `smart`, initial noise from fold_in(rng, 2)) to
+  the loss, which is again the one reported. R-Drop and SMART do not combine.
   """
+  if rdrop_alpha > 0 and smart_weight > 0:
+    raise ValueError(f"{task}: rdrop_alpha={rdrop_alpha} and smart_weight={smart_weight}; use one of the two")
+
   def objective(trainable, params, batch, rng, total_weight):
     variables = {"params": freeze.merge(trainable, params)}
-    forward = lambda key: model.apply(variables, batch, deterministic=False, rngs={"dropout": key},
-                                      method=TASK_METHODS[task])
+    forward = lambda key, noise=None: model.apply(variables, batch, deterministic=False, rngs={"dropout": key},
+                                                  embedding_noise=noise, method=TASK_METHODS[task])
     if rdrop_alpha > 0:
       _, metrics = losses_lib.rdrop_loss(task, forward(rng), forward(jax.random.fold_in(rng, 1)), batch,
                                          rdrop_alpha, similarity_loss=similarity_loss)
     else:
-      _, metrics = losses_lib.task_loss(task, forward(rng), batch, similarity_loss=similarity_loss)
+      outputs = forward(rng)
+      _, metrics = losses_lib.task_loss(task, outputs, batch, similarity_loss=similarity_loss)
+      if smart_weight > 0:
+        noise_shape = multitask.embedding_shape(batch, model.config.hidden_size)
+        smoothness = smart_lib.smoothness_sum(
+            task, lambda noise: forward(rng, noise), outputs, jnp.asarray(batch["weights"], jnp.float32),
+            noise_shape, jax.random.fold_in(rng, 2), smart)
+        metrics = {**metrics, "loss_sum": metrics["loss_sum"] + smart_weight * smoothness}
     return loss_weight * (metrics["loss_sum"] / total_weight), metrics
 
   def task_gradient(params, batch, rng):
@@ -195,6 +210,8 @@ def make_train_step(model: multitask.MultitaskBert, tx: optax.GradientTransforma
                     freeze: optim.Freeze = optim.Freeze(),
                     loss_weights: Mapping[str, float] | None = None, similarity_loss: str = "mse",
                     rdrop_alpha: Mapping[str, float] | None = None,
+                    smart_weight: Mapping[str, float] | None = None,
+                    smart: smart_lib.SmartOptions = smart_lib.SmartOptions(),
                     per_task_gradients: bool = False, pass_losses: bool = False,
                     gradient_stats_every: int = 0) -> TrainStep:
   """Builds the train step: each piece written once, for one device, and mapped by `parallel`.
@@ -204,16 +221,20 @@ def make_train_step(model: multitask.MultitaskBert, tx: optax.GradientTransforma
     parallel: maps the pieces over the devices (jit of shard_map, or pmap).
     freeze: the parameters that get no gradient and no update.
     rdrop_alpha: per task, the weight of R-Drop's two-pass consistency term (absent or 0: off).
+    smart_weight: per task, the weight of SMART's smoothness term (absent or 0: off), with `smart`'s
+      settings.
     per_task_gradients: stack one gradient per task (for a conflict method) instead of summing.
     pass_losses: hand the task losses to `tx.update` (for the loss-weighting methods).
     gradient_stats_every: every N-th step, report the task gradients' cosines and norms (0: never).
   """
-  loss_weights, rdrop_alpha = dict(loss_weights or {}), dict(rdrop_alpha or {})
+  loss_weights, rdrop_alpha, smart_weight = (dict(loss_weights or {}), dict(rdrop_alpha or {}),
+                                             dict(smart_weight or {}))
   task_gradients = {
       task: parallel.compile(
           make_task_gradient(model, task, task_index=task_order.index(task), freeze=freeze,
                              loss_weight=loss_weights.get(task, 1.0), similarity_loss=similarity_loss,
-                             rdrop_alpha=rdrop_alpha.get(task, 0.0)),
+                             rdrop_alpha=rdrop_alpha.get(task, 0.0), smart_weight=smart_weight.get(task, 0.0),
+                             smart=smart),
           in_specs=(REPLICATED, BATCH, REPLICATED))  # params, batch, rng
       for task in task_order}
   apply_gradients = parallel.compile(

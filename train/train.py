@@ -34,6 +34,7 @@ from tqdm import tqdm
 from bert_jax import bundle as bundle_lib
 from bert_jax import checkpoints as bert_checkpoints
 from bert_jax import multitask
+from bert_jax import smart as smart_lib
 from bert_jax.tasks import TASKS
 from train import config_validation
 from train import data as task_data_lib
@@ -212,6 +213,7 @@ class Trainer:
           self.model, tx, task_order=TASKS, parallel=self.parallel, freeze=freeze,
           loss_weights=dict(config.loss_weights), similarity_loss=config.similarity_loss,
           rdrop_alpha=dict(config.rdrop_alpha),
+          smart_weight=dict(config.smart.weight), smart=smart_options(config.smart),
           per_task_gradients=optim.uses_per_task_gradients(stage_config),
           pass_losses=conflicts_registry.needs_losses(stage_config),
           gradient_stats_every=config.gradient_stats_every_steps)
@@ -435,6 +437,12 @@ _DEFAULT_CONFIG_JSON = config_changes.config_as_json(base_config.get_config())
 # What `Trainer._log_train` reads of each step's metrics; the rest (the per-task "task" metrics,
 # and every step's `first_nonfinite` but the newest) is never copied to the host.
 LOGGED_STEP_METRICS = ("loss", "grad_norm", "pcgrad", "conflicts", "gradients")
+
+
+def smart_options(smart_config: ml_collections.ConfigDict) -> smart_lib.SmartOptions:
+  """The config's `smart` section, less the per-task weights."""
+  return smart_lib.SmartOptions(noise_std=float(smart_config.noise_std), step_size=float(smart_config.step_size),
+                                epsilon=float(smart_config.epsilon), num_steps=int(smart_config.num_steps))
 
 
 def _say(message: str) -> None:

@@ -78,6 +78,15 @@ def get_config() -> ml_collections.ConfigDict:
   # R-Drop (bert_jax/losses.py): per task, the weight of the disagreement between two dropout
   # passes of each batch; > 0 doubles that task's forward and backward. 0 = one pass.
   config.rdrop_alpha = ml_collections.ConfigDict({"sst": 0.0, "para": 0.0, "sts": 0.0})
+  # SMART (bert_jax/smart.py): per task, the weight of a term that keeps the outputs still under a
+  # small adversarial perturbation of the encoder's input; > 0 costs that task about two more forward
+  # and backward passes. 0 = off. Not together with R-Drop on the same task.
+  config.smart = ml_collections.ConfigDict()
+  config.smart.weight = ml_collections.ConfigDict({"sst": 0.0, "para": 0.0, "sts": 0.0})
+  config.smart.noise_std = 1e-5  # the initial perturbation's standard deviation
+  config.smart.step_size = 1e-3  # of each ascent step, before the step is scaled to max-abs 1 per token
+  config.smart.epsilon = 1e-6
+  config.smart.num_steps = 1
   # The dev score that picks the best checkpoint (of a stage, and between the main and the frozen
   # stage): "overall_mean" (mean of the three), "overall_cs224n" (STS r mapped to (r+1)/2 first),
   # or one task's "sst_accuracy", "para_accuracy", "sts_pearson".
