@@ -9,11 +9,11 @@ import pytest
 
 from bert_jax import losses
 from bert_jax.tasks import TASK_METHODS
-from train import optim, steps, train
+from train import steps, train
 from train.config_validation import ConfigError, validate
 from train.configs import base
-from train.parallel import DataParallel
-from tests.test_train import _flat, _initial_params, task_data, tiny_config  # noqa: F401  (task_data is a fixture)
+from tests.step_checks import assert_matches_objective_and_off_is_plain, sst_gradient_setup
+from tests.test_train import _flat, task_data, tiny_config  # noqa: F401  (task_data is a fixture)
 
 
 def _softmax(x):
@@ -60,15 +60,8 @@ def test_rdrop_loss_is_half_the_papers_objective_weighted_by_example():
 
 
 def test_task_gradient_differentiates_two_dropout_passes(tiny_world, task_data, tmp_path):
-  loaded, data = task_data
-  config = tiny_config(tiny_world, tmp_path, **{"model.head_dropout": 0.3})
-  model = train.build_model(config, loaded.config)
-  params = _initial_params(config, loaded, data)
-  freeze = optim.Freeze.from_regexes(params, ("^bert/encoder/layer/0/",))  # a smaller compile
-  parallel = DataParallel.create("jit", 1)
+  loaded, model, params, freeze, parallel, batch = sst_gradient_setup(tiny_world, task_data, tmp_path)
   alpha = 1.5
-  batch = next(data.train_stream(schedule="round_robin", proportions="balanced", batch_size=24,
-                                 num_epochs=1, seed=0, num_devices=1))["sst"]
   rng = jax.random.key(5)
 
   def built(rdrop_alpha):
@@ -95,17 +88,7 @@ def test_task_gradient_differentiates_two_dropout_passes(tiny_world, task_data, 
 
   (expected_loss, (a, b)), expected_grads = jax.value_and_grad(by_hand, has_aux=True)(freeze.trainable(params))
   assert not np.allclose(a, b, atol=1e-3), "dropout did not make the two passes differ"
-  grads, loss = built({"sst": alpha})
-  np.testing.assert_allclose(loss, float(expected_loss), rtol=1e-5)
-  expected = _flat(jax.device_get(expected_grads))
-  assert grads.keys() == expected.keys()
-  for name, value in expected.items():
-    np.testing.assert_allclose(grads[name], value, rtol=1e-4, atol=1e-6, err_msg=name)
-
-  one_pass, one_pass_loss = built({"sst": 0.0})
-  plain, plain_loss = built(None)
-  assert one_pass_loss == plain_loss and one_pass_loss != loss
-  assert all(np.array_equal(one_pass[k], plain[k]) for k in plain), "alpha 0 is not the one-pass step"
+  assert_matches_objective_and_off_is_plain(built, {"sst": alpha}, expected_loss, expected_grads)
 
 
 @pytest.mark.parametrize("field, value, expected", [

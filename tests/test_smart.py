@@ -10,10 +10,10 @@ import pytest
 
 from bert_jax import multitask, smart
 from bert_jax.tasks import TASK_METHODS
-from train import optim, steps, train
+from train import steps, train
 from train.config_validation import ConfigError, validate
 from train.configs import base
-from train.parallel import DataParallel
+from tests.step_checks import assert_matches_objective_and_off_is_plain, sst_gradient_setup
 from tests.test_train import _flat, _initial_params, task_data, tiny_config  # noqa: F401  (task_data is a fixture)
 
 
@@ -83,16 +83,9 @@ def test_embedding_noise_moves_the_outputs_only_through_real_tokens(tiny_world, 
 
 
 def test_task_gradient_differentiates_the_task_loss_plus_the_smart_term(tiny_world, task_data, tmp_path):
-  loaded, data = task_data
-  config = tiny_config(tiny_world, tmp_path, **{"model.head_dropout": 0.3})
-  model = train.build_model(config, loaded.config)
-  params = _initial_params(config, loaded, data)
-  freeze = optim.Freeze.from_regexes(params, ("^bert/encoder/layer/0/",))  # a smaller compile
-  parallel = DataParallel.create("jit", 1)
+  loaded, model, params, freeze, parallel, batch = sst_gradient_setup(tiny_world, task_data, tmp_path)
   weight = 2.0
   options = smart.SmartOptions(noise_std=1e-3, step_size=0.1, epsilon=1e-6, num_steps=1)
-  batch = next(data.train_stream(schedule="round_robin", proportions="balanced", batch_size=24,
-                                 num_epochs=1, seed=0, num_devices=1))["sst"]
   rng = jax.random.key(5)
 
   def built(smart_weight):
@@ -128,17 +121,7 @@ def test_task_gradient_differentiates_the_task_loss_plus_the_smart_term(tiny_wor
 
   (expected_loss, term), expected_grads = jax.value_and_grad(by_hand, has_aux=True)(freeze.trainable(params))
   assert float(term) > 1e-4, "the perturbation did not move the outputs"
-  grads, loss = built({"sst": weight})
-  np.testing.assert_allclose(loss, float(expected_loss), rtol=1e-5)
-  expected = _flat(jax.device_get(expected_grads))
-  assert grads.keys() == expected.keys()
-  for name, value in expected.items():
-    np.testing.assert_allclose(grads[name], value, rtol=1e-4, atol=1e-6, err_msg=name)
-
-  off, off_loss = built({"sst": 0.0})
-  plain, plain_loss = built(None)
-  assert off_loss == plain_loss and off_loss != loss
-  assert all(np.array_equal(off[k], plain[k]) for k in plain), "weight 0 is not the plain step"
+  assert_matches_objective_and_off_is_plain(built, {"sst": weight}, expected_loss, expected_grads)
 
 
 @pytest.mark.parametrize("overrides, field, expected", [
