@@ -14,8 +14,8 @@ D(f(x + delta), stop_gradient(f(x))), each `delta + step_size * grad` scaled to
 max-abs 1 per token (the inf norm over the hidden axis, `epsilon` keeping the
 division finite), then differentiate D(f(x + delta), f(x)) with delta fixed and
 f(x) not: both the perturbed and the clean output are pulled together. The
-original paper also has a Bregman proximal (mean-teacher) term; the course
-projects that used SMART, and this module, leave it out.
+paper also has a Bregman proximal (mean-teacher) term; `smart-pytorch` leaves it
+out, and so does this module.
 
 Every forward here uses the clean pass's dropout key, so the term measures the
 perturbation's effect alone, not a second dropout mask's (that is R-Drop's).
