@@ -278,13 +278,11 @@ def _per_task_fields(config) -> Iterable[Problem]:
     if unknown:
       yield Problem(field, dict(per_task), f"values only for the tasks {list(tasks.TASKS)}; "
                     f"{unknown} would be ignored")
-  _, rdrop = _get(config, "rdrop_alpha")
-  _, smart_weight = _get(config, "smart.weight")
   for task in tasks.TASKS:
-    both = [_get(per_task, task)[1] if isinstance(per_task, (Mapping, ml_collections.ConfigDict)) else None
-            for per_task in (rdrop, smart_weight)]
-    if all(_is_number(v) and v > 0 for v in both):
-      yield Problem(f"smart.weight.{task}", both[1], f"0 while rdrop_alpha.{task}={both[0]} is on "
+    _, alpha = _get(config, f"rdrop_alpha.{task}")
+    _, weight = _get(config, f"smart.weight.{task}")
+    if all(_is_number(v) and v > 0 for v in (alpha, weight)):
+      yield Problem(f"smart.weight.{task}", weight, f"0 while rdrop_alpha.{task}={alpha} is on "
                     "(R-Drop and SMART do not combine on one task)")
   found, weights = _get(config, "loss_weights")
   if found:
