@@ -110,3 +110,18 @@ def rdrop_loss(task: str, outputs_a: Array, outputs_b: Array, batch: Batch, alph
   loss_sum = 0.5 * (metrics["loss_sum"] + metrics_b["loss_sum"]) + 0.25 * alpha * disagreement
   metrics = {**metrics, "loss_sum": loss_sum}
   return loss_sum / jnp.maximum(metrics["count"], 1.0), metrics
+
+
+def multi_sample_loss(task: str, outputs: Array, batch: Batch,
+                      similarity_loss: str = "mse") -> tuple[Array, dict[str, Array]]:
+  """Multi-sample dropout (Inoue, 2019): `task_loss` averaged over the head's K dropout samples.
+
+  `outputs` is [K, ...], K runs of the head on one encoder output
+  (`MultitaskBert.head_dropout_samples`). Averaging the losses, not the
+  outputs, keeps each sample's full dropout: the objective is plain dropout's,
+  with K draws of its noise per step. The metrics are `task_loss`'s for the
+  first sample, with "loss_sum" the mean over samples, as `rdrop_loss` reports.
+  """
+  per_sample = [task_loss(task, outputs[k], batch, similarity_loss)[1] for k in range(outputs.shape[0])]
+  metrics = {**per_sample[0], "loss_sum": sum(m["loss_sum"] for m in per_sample) / len(per_sample)}
+  return metrics["loss_sum"] / jnp.maximum(metrics["count"], 1.0), metrics

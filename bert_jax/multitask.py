@@ -8,7 +8,7 @@ pretrained encoder under "bert".
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 import jax
@@ -80,6 +80,13 @@ class MultitaskBert(nn.Module):
     share_para_sts: share the pair heads' first layer(s) as "shared_pair"; needs
       the same head for both tasks, one of `shareable_pair_heads()`.
     head_dropout: dropout on every learned head's input (and hidden layer).
+    head_dropout_samples: multi-sample dropout (Inoue, 2019). In training
+      (deterministic=False), with K > 1, every task method runs its head K times
+      on the one encoder output, each time with its own dropout mask, and returns
+      the K outputs stacked on a new leading axis; `losses.multi_sample_loss`
+      averages their losses. The encoder runs once, so the samples cost only
+      heads. Evaluation (deterministic) returns one output, as with K = 1. A
+      training setting: bundles do not record it.
     head_hidden_dim: hidden width of "diff_2dense" and "product"; 0 = hidden_size.
     num_sentiment_classes: 5 for SST-5.
 
@@ -93,6 +100,7 @@ class MultitaskBert(nn.Module):
   similarity_head: str = "diff"
   share_para_sts: bool = False
   head_dropout: float = 0.1
+  head_dropout_samples: int = 1
   head_hidden_dim: int = 0
   num_sentiment_classes: int = NUM_SENTIMENT_CLASSES
 
@@ -101,6 +109,8 @@ class MultitaskBert(nn.Module):
     for field, value in (("sentiment_pooling", self.sentiment_pooling), ("pair_pooling", self.pair_pooling)):
       if value not in POOLINGS:
         raise ValueError(f"MultitaskBert.{field}={value!r}; expected one of {POOLINGS}")
+    if not isinstance(self.head_dropout_samples, int) or self.head_dropout_samples < 1:
+      raise ValueError(f"MultitaskBert.head_dropout_samples={self.head_dropout_samples!r}; expected an integer >= 1")
     para_cls, sts_cls = get_pair_head(self.paraphrase_head), get_pair_head(self.similarity_head)
     if self.share_para_sts:
       if para_cls is not sts_cls:
@@ -155,7 +165,17 @@ class MultitaskBert(nn.Module):
                        f"{np.shape(batch.get('sequence_slots'))}; expected one sentence per example "
                        "([B, L] padded, or sequence_slots [B, 1] packed)")
     pooled = self._pooled(as_packed(batch), self.sentiment_pooling, deterministic, embedding_noise)
-    return self.sentiment_head(pooled[:, 0], deterministic)
+    return self._head_samples(lambda: self.sentiment_head(pooled[:, 0], deterministic), deterministic)
+
+  def _head_samples(self, run_head: Callable[[], Array], deterministic: bool) -> Array:
+    """`run_head()`, or with multi-sample dropout in training, K runs stacked as [K, ...].
+
+    Each call of a head draws new dropout masks: flax counts the calls to
+    make_rng, so the same module and key give a new key at every call.
+    """
+    if deterministic or self.head_dropout_samples == 1:
+      return run_head()
+    return jnp.stack([run_head() for _ in range(self.head_dropout_samples)])
 
   def _pair(self, head: PairHead, head_name: str, task: str, batch: Batch, deterministic: bool,
             embedding_noise: Array | None) -> Array:
@@ -167,9 +187,10 @@ class MultitaskBert(nn.Module):
           f"build the {task} input with encoding={head.encoding!r}")
     packed = as_packed(batch)
     if encoding == batch_layout.JOINT:
-      return head(self._pooled(packed, "cls", deterministic, embedding_noise)[:, 0], deterministic)
+      joint = self._pooled(packed, "cls", deterministic, embedding_noise)[:, 0]
+      return self._head_samples(lambda: head(joint, deterministic), deterministic)
     pooled = self._pooled(packed, self.pair_pooling, deterministic, embedding_noise)
-    return head(pooled[:, 0], pooled[:, 1], deterministic)
+    return self._head_samples(lambda: head(pooled[:, 0], pooled[:, 1], deterministic), deterministic)
 
   def paraphrase(self, batch: Batch, deterministic: bool = True, embedding_noise: Array | None = None) -> Array:
     """[B] float32 paraphrase logits."""

@@ -218,6 +218,7 @@ RULES: dict[str, Check] = {
     "model.share_para_sts": boolean(),
     "model.head_dropout": number(min=0, max=1, max_open=True),
     "model.head_hidden_dim": integer(min=0),
+    "model.head_dropout_samples": integer(min=1),
     "task_schedule": one_of(sampler.TASK_SCHEDULES),
     "proportions": one_of(sampler.PROPORTIONS),
     "batch_size": integer(min=1),
@@ -284,6 +285,14 @@ def _per_task_fields(config) -> Iterable[Problem]:
     if all(_is_number(v) and v > 0 for v in (alpha, weight)):
       yield Problem(f"smart.weight.{task}", weight, f"0 while rdrop_alpha.{task}={alpha} is on "
                     "(R-Drop and SMART do not combine on one task)")
+  _, samples = _get(config, "model.head_dropout_samples")
+  if isinstance(samples, int) and samples > 1:
+    for field in ("rdrop_alpha", "smart.weight"):
+      for task in tasks.TASKS:
+        _, value = _get(config, f"{field}.{task}")
+        if _is_number(value) and value > 0:
+          yield Problem(f"{field}.{task}", value, f"0 while model.head_dropout_samples={samples} "
+                        "(multi-sample dropout does not combine with R-Drop or SMART)")
   found, weights = _get(config, "loss_weights")
   if found:
     values = [v for v in weights.values() if _is_number(v)]

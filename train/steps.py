@@ -63,9 +63,17 @@ def make_task_gradient(model: multitask.MultitaskBert, task: str, *, task_index:
   `smart_weight` > 0 adds that weight times SMART's smoothness term
   (`bert_jax/smart.py`, settings `smart`, initial noise from fold_in(rng, 2)) to
   the loss, which is again the one reported. R-Drop and SMART do not combine.
+
+  A model with `head_dropout_samples` K > 1 returns K head outputs per batch in
+  training, and the loss is their mean (`losses.multi_sample_loss`); it does
+  not combine with R-Drop or SMART, which compare single outputs.
   """
   if rdrop_alpha > 0 and smart_weight > 0:
     raise ValueError(f"{task}: rdrop_alpha={rdrop_alpha} and smart_weight={smart_weight}; use one of the two")
+  samples = model.head_dropout_samples
+  if samples > 1 and (rdrop_alpha > 0 or smart_weight > 0):
+    raise ValueError(f"{task}: head_dropout_samples={samples} with rdrop_alpha={rdrop_alpha}, "
+                     f"smart_weight={smart_weight}; multi-sample dropout needs both 0")
 
   def objective(trainable, params, batch, rng, total_weight):
     variables = {"params": freeze.merge(trainable, params)}
@@ -74,6 +82,8 @@ def make_task_gradient(model: multitask.MultitaskBert, task: str, *, task_index:
     if rdrop_alpha > 0:
       _, metrics = losses_lib.rdrop_loss(task, forward(rng), forward(jax.random.fold_in(rng, 1)), batch,
                                          rdrop_alpha, similarity_loss=similarity_loss)
+    elif samples > 1:
+      _, metrics = losses_lib.multi_sample_loss(task, forward(rng), batch, similarity_loss=similarity_loss)
     else:
       outputs = forward(rng)
       _, metrics = losses_lib.task_loss(task, outputs, batch, similarity_loss=similarity_loss)

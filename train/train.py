@@ -73,7 +73,9 @@ def build_model(config: ml_collections.ConfigDict, bert_config) -> multitask.Mul
       config=bert_config, dtype=jnp.dtype(config.dtype), sentiment_pooling=m.sentiment_pooling,
       pair_pooling=m.pair_pooling, paraphrase_head=m.paraphrase_head,
       similarity_head=m.similarity_head, share_para_sts=m.share_para_sts,
-      head_dropout=m.head_dropout, head_hidden_dim=m.head_hidden_dim)
+      head_dropout=m.head_dropout,
+      head_dropout_samples=m.get("head_dropout_samples", 1),  # absent in runs written before it existed
+      head_hidden_dim=m.head_hidden_dim)
 
 
 @dataclasses.dataclass

@@ -63,6 +63,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.similarity_head = "cosine"
   config.model.share_para_sts = False
   config.model.head_dropout = 0.1
+  # Multi-sample dropout: each head runs this many times per training batch, each with its own
+  # dropout mask, and the loss is their mean (bert_jax/multitask.py). 1 = plain dropout.
+  config.model.head_dropout_samples = 1
   config.model.head_hidden_dim = 0
 
   # Task order (data_prep/sampler.py): "round_robin" (every step has a batch of each task) or

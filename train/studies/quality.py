@@ -18,7 +18,9 @@ and `epochs_3` try the other usual levers, and `bf16` asks whether bfloat16
 compute, faster on CPUs with AVX-512 BF16 or AMX, keeps the scores. On top of
 the default, `pool_both` gives the SST classifier the [CLS] summary beside the
 token mean, `bf16_epochs_3` spends bfloat16's saved time on a third epoch, and
-`rdrop` adds R-Drop's consistency between two dropout passes to the SST loss.
+`rdrop` adds R-Drop's consistency between two dropout passes to the SST loss,
+`smart` SMART's smoothness term, and `multi_sample` multi-sample dropout on the
+heads.
 
 Only dev scores are compared. The test predictions every run writes are scored
 elsewhere, never here.
@@ -73,6 +75,10 @@ def get_study() -> Study:
       Row("smart", "Default preset, SMART on SST (weight 1)", "default", {"smart.weight.sst": 1.0},
           seeds=THREE_SEEDS, note="the course's top projects' regulariser: outputs kept still under an "
                                   "adversarial perturbation of the embeddings; about two more passes per SST batch"),
+      Row("multi_sample", "Default preset, multi-sample dropout (5 masks of 0.5)", "default",
+          {"model.head_dropout_samples": 5, "model.head_dropout": 0.5}, seeds=THREE_SEEDS,
+          note="the SST classifier runs on 5 dropout masks of rate 0.5 over one encoder pass, and the loss is "
+               "the mean of their 5 losses (the default's cosine pair heads have no dropout)"),
   )
   return Study(
       name="quality", title="Quality: a better SST score within the default's budget",
