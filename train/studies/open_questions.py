@@ -32,4 +32,8 @@ def get_study() -> Study:
       rows=rows, budget=Budget(num_epochs=1), report_label="report",
       source="Questions the two CS224N reports raised and did not test; no report numbers.",
       notes=("Quora 100% is the reference row. With fewer Quora pairs an epoch is shorter, so those rows also "
-             "take fewer optimizer steps: the question is the data volume, not the step count.",))
+             "take fewer optimizer steps: the question is the data volume, not the step count.",
+             "The reference row is the same experiment as the tian_wang study's `pcgrad_diff` row (same preset, "
+             "budget and seeds). Its archived runs were copied from results/tian_wang/runs/pcgrad_diff rather "
+             "than trained twice; the runner accepts an archive only when its config matches the row's, and "
+             "each copy's study_run.json keeps the command it ran under.",))
