@@ -1,9 +1,10 @@
-"""Checks shared by the regulariser tests (R-Drop, SMART) on the trainer's task gradient."""
+"""Checks shared by the regulariser tests (R-Drop, SMART, multi-sample dropout) on the trainer's task gradient."""
 
 import jax
 import numpy as np
+import optax
 
-from train import optim, train
+from train import optim, steps, train
 from train.parallel import DataParallel
 from tests.test_train import _flat, _initial_params, tiny_config
 
@@ -21,6 +22,19 @@ def sst_gradient_setup(world, task_data, tmp_path):
   batch = next(data.train_stream(schedule="round_robin", proportions="balanced", batch_size=24,
                                  num_epochs=1, seed=0, num_devices=1))["sst"]
   return loaded, model, params, freeze, DataParallel.create("jit", 1), batch
+
+
+def sst_task_gradient(model, params, freeze, parallel, batch, rng, **step_options):
+  """(flat gradient, loss) of the trainer's own SST task gradient, built with `make_train_step` options."""
+  step = steps.make_train_step(model, optax.identity(), task_order=train.TASKS, parallel=parallel,
+                               freeze=freeze, **step_options)
+  grads, loss, _ = step.task_gradients["sst"](params, parallel.put_batch(batch), rng)
+  return _flat(jax.device_get(grads)), float(loss)
+
+
+def sst_step_key(rng):
+  """The dropout key the step gives the SST task for step key `rng`."""
+  return jax.random.fold_in(rng, train.TASKS.index("sst"))
 
 
 def assert_matches_objective_and_off_is_plain(built, setting: dict, expected_loss, expected_grads) -> None:

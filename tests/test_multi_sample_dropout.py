@@ -7,15 +7,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 import pytest
 
 from bert_jax import checkpoints as bert_checkpoints, losses
 from bert_jax.tasks import TASK_METHODS
-from train import steps, train
+from train import train
 from train.config_validation import ConfigError, validate
 from train.configs import base
-from tests.step_checks import sst_gradient_setup
+from tests.step_checks import sst_gradient_setup, sst_step_key, sst_task_gradient
 from tests.test_train import _flat, task_data, tiny_config  # noqa: F401  (task_data is a fixture)
 
 
@@ -70,12 +69,9 @@ def test_task_gradient_differentiates_the_mean_of_the_sample_losses(tiny_world, 
   rng = jax.random.key(5)
 
   def built(samples):
-    step = steps.make_train_step(model.clone(head_dropout_samples=samples), optax.identity(),
-                                 task_order=train.TASKS, parallel=parallel, freeze=freeze)
-    grads, loss, _ = step.task_gradients["sst"](params, parallel.put_batch(batch), rng)
-    return _flat(jax.device_get(grads)), float(loss)
+    return sst_task_gradient(model.clone(head_dropout_samples=samples), params, freeze, parallel, batch, rng)
 
-  key = jax.random.fold_in(rng, train.TASKS.index("sst"))  # the step's per-task key
+  key = sst_step_key(rng)
 
   @jax.jit
   def by_hand(trainable):

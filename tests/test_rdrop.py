@@ -4,7 +4,6 @@ task gradient differentiates exactly the two-pass objective."""
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from bert_jax import losses
@@ -12,8 +11,9 @@ from bert_jax.tasks import TASK_METHODS
 from train import steps, train
 from train.config_validation import ConfigError, validate
 from train.configs import base
-from tests.step_checks import assert_matches_objective_and_off_is_plain, sst_gradient_setup
-from tests.test_train import _flat, task_data, tiny_config  # noqa: F401  (task_data is a fixture)
+from tests.step_checks import (assert_matches_objective_and_off_is_plain, sst_gradient_setup, sst_step_key,
+                               sst_task_gradient)
+from tests.test_train import task_data, tiny_config  # noqa: F401  (task_data is a fixture)
 
 
 def _softmax(x):
@@ -65,12 +65,9 @@ def test_task_gradient_differentiates_two_dropout_passes(tiny_world, task_data, 
   rng = jax.random.key(5)
 
   def built(rdrop_alpha):
-    step = steps.make_train_step(model, optax.identity(), task_order=train.TASKS, parallel=parallel,
-                                 freeze=freeze, rdrop_alpha=rdrop_alpha)
-    grads, loss, _ = step.task_gradients["sst"](params, parallel.put_batch(batch), rng)
-    return _flat(jax.device_get(grads)), float(loss)
+    return sst_task_gradient(model, params, freeze, parallel, batch, rng, rdrop_alpha=rdrop_alpha)
 
-  key = jax.random.fold_in(rng, train.TASKS.index("sst"))  # the step's per-task key
+  key = sst_step_key(rng)
 
   @jax.jit
   def by_hand(trainable):

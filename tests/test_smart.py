@@ -5,7 +5,6 @@ exactly the task loss plus the weighted term."""
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from bert_jax import multitask, smart
@@ -13,8 +12,9 @@ from bert_jax.tasks import TASK_METHODS
 from train import steps, train
 from train.config_validation import ConfigError, validate
 from train.configs import base
-from tests.step_checks import assert_matches_objective_and_off_is_plain, sst_gradient_setup
-from tests.test_train import _flat, _initial_params, task_data, tiny_config  # noqa: F401  (task_data is a fixture)
+from tests.step_checks import (assert_matches_objective_and_off_is_plain, sst_gradient_setup, sst_step_key,
+                               sst_task_gradient)
+from tests.test_train import _initial_params, task_data, tiny_config  # noqa: F401  (task_data is a fixture)
 
 
 def test_the_term_is_one_normalized_ascent_step_then_the_divergence():
@@ -89,12 +89,9 @@ def test_task_gradient_differentiates_the_task_loss_plus_the_smart_term(tiny_wor
   rng = jax.random.key(5)
 
   def built(smart_weight):
-    step = steps.make_train_step(model, optax.identity(), task_order=train.TASKS, parallel=parallel,
-                                 freeze=freeze, smart_weight=smart_weight, smart=options)
-    grads, loss, _ = step.task_gradients["sst"](params, parallel.put_batch(batch), rng)
-    return _flat(jax.device_get(grads)), float(loss)
+    return sst_task_gradient(model, params, freeze, parallel, batch, rng, smart_weight=smart_weight, smart=options)
 
-  key = jax.random.fold_in(rng, train.TASKS.index("sst"))  # the step's per-task key
+  key = sst_step_key(rng)
   shape = multitask.embedding_shape(batch, loaded.config.hidden_size)
 
   @jax.jit
