@@ -289,6 +289,39 @@ def test_curves_across_resumes_and_stages_and_cosine_plots(tmp_path):
   assert "![gradient cosines per run](gradient_cosines.png)" in pathlib.Path(path).read_text()
 
 
+def test_conflict_table_pools_each_rows_seeds_and_conclusions_survive_rebuilds(tmp_path):
+  from train import study_report
+  from train.study_spec import Row, Study
+  scores = {"overall_mean": 0.3, "sst_accuracy": 0.2, "para_accuracy": 0.6, "sts_pearson": 0.1,
+            "overall_cs224n": 0.4}
+  row = Row("pcgrad", "PCGrad", "default", seeds=(0, 1))
+  cosines = {0: [0.2, -0.1, -0.3], 1: [0.4, float("nan"), -0.2]}  # NaN: a window with no measured step
+  runs = []
+  for seed, values in cosines.items():
+    records = [{"step": 10 * (i + 1), "kind": "train", "pcgrad/cosine/sst-sts": v, "loss/sst": 1.0}
+               for i, v in enumerate(values)]
+    _write_run(tmp_path / f"seed{seed}", records, scores)
+    runs.append(study_report.RunRecord(row, seed, str(tmp_path / f"seed{seed}"), "cmd", "done"))
+  runs.append(study_report.RunRecord(row, 2, str(tmp_path / "seed2"), "cmd", "pending"))  # not pooled
+  study = Study(name="s", title="t", rows=(row,))
+  report_dir = tmp_path / "report"
+  report_dir.mkdir()
+  conclusions = "PCGrad's STS conflict is mild: its cosines stay near 0.\n"
+  (report_dir / "CONCLUSIONS.md").write_text(conclusions)
+
+  for _ in range(2):  # a rebuild keeps the hand-written file and shows it again
+    text = pathlib.Path(study_report.write_report(study, runs, str(report_dir), "cmd")).read_text()
+    assert (report_dir / "CONCLUSIONS.md").read_text() == conclusions
+    assert text.count(conclusions.strip()) == 1
+  pooled = np.asarray([0.2, -0.1, -0.3, 0.4, -0.2])
+  [entry] = json.loads((report_dir / "results.json").read_text())["gradient_conflict"]
+  assert entry == {"row": "pcgrad", "cosine": "pcgrad/cosine/sst-sts", "mean": pytest.approx(pooled.mean()),
+                   "min": -0.3, "max": 0.4, "share_below_0": 0.6, "values": 5}
+  [line] = [r for r in _markdown_table(text, "row | cosine") if r[0] == "pcgrad"]
+  assert line[2:] == [f"{pooled.mean():+.4f}", "-0.3000", "+0.4000", "0.60", "5"]
+  assert text.index("## Conclusions") < text.index("## Rows")
+
+
 def _parse_as_train_main(command: str):
   """The config and workdir that `python -m train.main` would parse from a printed command line."""
   argv = shlex.split(command)

@@ -6,7 +6,9 @@ the wall time, metrics.jsonl for the curves), never from the
 runner's memory, so `--collect_only` rebuilds the same report from the same
 files. Ours are the mean and sample standard deviation over seeds, with n, in the
 reports' columns (overall = plain mean of SST acc, Para acc and STS r), and the
-report's own numbers stand beside them.
+report's own numbers stand beside them. What a person concluded from the tables
+goes in CONCLUSIONS.md beside RESULTS.md: the report includes it and never
+writes it, so the conclusions survive every rebuild.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from train.study_spec import Row, Study  # noqa: E402
 COLUMNS = (("overall", "overall_mean", "overall"), ("sst", "sst_accuracy", "SST acc"),
            ("para", "para_accuracy", "Para acc"), ("sts", "sts_pearson", "STS r"))
 SCORE_KEYS = tuple(key for _, key, _ in COLUMNS) + ("overall_cs224n",)
+CONCLUSIONS = "CONCLUSIONS.md"  # in the report directory: what a person concluded, kept across rebuilds
 DEV_CURVES = (("overall_mean", "overall (mean)"), ("sst_accuracy", "SST accuracy"),
               ("para_accuracy", "Para accuracy"), ("sts_pearson", "STS Pearson r"))
 
@@ -134,7 +137,9 @@ def _time_line(summaries: Sequence[RowSummary], n_done: int, n_runs: int) -> str
           f"that rate; " + resume)
 
 
-def results_markdown(study: Study, summaries: Sequence[RowSummary], invocation: str) -> str:
+def results_markdown(study: Study, summaries: Sequence[RowSummary], invocation: str,
+                     conclusions: str | None = None, conflict: Sequence[dict[str, Any]] = ()) -> str:
+  """RESULTS.md; `conclusions` (the report directory's CONCLUSIONS.md, written by a person) follows the table."""
   label = study.report_label
   lines = [f"# {study.title}", ""]
   if study.source:
@@ -164,6 +169,9 @@ def results_markdown(study: Study, summaries: Sequence[RowSummary], invocation: 
   lines += ["", "Ours: mean ± sample sd over the n finished seeds (no ± with one seed). SST dev has 1,101 "
             "examples, so one seed moves SST accuracy by about ±1.5 points: differences below that are noise.",
             ""]
+  if conclusions:
+    lines += [f"## Conclusions (from {CONCLUSIONS}, written by hand; the tables are rebuilt after every run)",
+              "", conclusions.strip(), ""]
   lines += ["## Rows", ""]
   for s in summaries:
     overrides = ", ".join(f"`{k}={v!r}`" for k, v in s.row.overrides.items()) or "none"
@@ -187,7 +195,8 @@ def results_markdown(study: Study, summaries: Sequence[RowSummary], invocation: 
               + f": `{e['command']}`" for name, e in unfinished]
   if study.notes:
     lines += ["", "## Notes", ""] + [f"- {note}" for note in study.notes]
-  lines += ["", "## Plots", "", "![dev scores per task, ours beside the report's](task_scores.png)", "",
+  lines += [""] + _conflict_lines(conflict)
+  lines += ["## Plots", "", "![dev scores per task, ours beside the report's](task_scores.png)", "",
             "![dev curves per run](dev_curves.png)", ""]
   return "\n".join(lines) + "\n"
 
@@ -250,6 +259,44 @@ def gradient_cosines(records: Sequence[dict]) -> dict[str, tuple[list[float], li
   return {name: (sorted(values), [values[s] for s in sorted(values)]) for name, values in sorted(series.items())}
 
 
+def gradient_conflict(summaries: Sequence[RowSummary]) -> list[dict[str, Any]]:
+  """Per row and logged cosine: its values over training, pooled over the row's finished seeds.
+
+  A logged value is one logging window's mean cosine (PCGrad's and the other
+  methods' diagnostics, or `gradient_stats_every_steps`). The share below 0 is
+  the share of windows in which the pair conflicted on average: single steps
+  conflict more often than their window means do.
+  """
+  table = []
+  for s in summaries:
+    pooled = collections.defaultdict(list)
+    for e in s.runs:
+      if e["scores"] is None:
+        continue
+      for name, (_, values) in gradient_cosines(read_metric_records(e["workdir"])).items():
+        pooled[name].extend(values)
+    for name, values in pooled.items():
+      v = np.asarray(values, np.float64)
+      v = v[np.isfinite(v)]
+      if v.size:
+        table.append({"row": s.row.name, "cosine": name, "mean": float(v.mean()), "min": float(v.min()),
+                      "max": float(v.max()), "share_below_0": float(np.mean(v < 0)), "values": int(v.size)})
+  return table
+
+
+def _conflict_lines(table: Sequence[dict[str, Any]]) -> list[str]:
+  if not table:
+    return []
+  lines = ["## Gradient conflict", "",
+           "Cosines between task gradients, as the runs logged them: each value is one logging window's "
+           "mean, pooled over the row's finished seeds. Below 0 the two tasks pull the shared weights "
+           "apart.", "",
+           "| row | cosine | mean | min | max | share of windows < 0 | windows |", "|---|---|---|---|---|---|---|"]
+  lines += [f"| {t['row']} | `{t['cosine']}` | {t['mean']:+.4f} | {t['min']:+.4f} | {t['max']:+.4f} | "
+            f"{t['share_below_0']:.2f} | {t['values']} |" for t in table]
+  return lines + [""]
+
+
 def plot_task_scores(summaries: Sequence[RowSummary], label: str, path: str) -> str:
   fig, axes = plt.subplots(1, len(COLUMNS), figsize=(4.2 * len(COLUMNS), 4.8), sharey=False)
   x = np.arange(len(summaries))
@@ -287,7 +334,8 @@ def plot_dev_curves(summaries: Sequence[RowSummary], path: str) -> str:
   for ax, (_, title) in zip(axes, DEV_CURVES):
     ax.set(title=f"dev {title}", xlabel="step")
     ax.grid(alpha=0.3)
-  axes[0].legend(fontsize=7)
+  if axes[0].get_legend_handles_labels()[0]:  # no run has a dev eval yet: no legend to draw
+    axes[0].legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
@@ -350,7 +398,13 @@ def write_report(study: Study, runs: Sequence[RunRecord], report_dir: str, invoc
   plot_dev_curves(summaries, os.path.join(report_dir, "dev_curves.png"))
   cosines = plot_gradient_cosines(summaries, os.path.join(report_dir, "gradient_cosines.png"))
 
-  markdown = results_markdown(study, summaries, invocation)
+  conclusions_path = os.path.join(report_dir, CONCLUSIONS)
+  conclusions = None
+  if os.path.isfile(conclusions_path):
+    with open(conclusions_path, encoding="utf-8") as f:
+      conclusions = f.read()
+  conflict = gradient_conflict(summaries)
+  markdown = results_markdown(study, summaries, invocation, conclusions, conflict)
   if cosines:
     markdown += "![gradient cosines per run](gradient_cosines.png)\n"
   path = os.path.join(report_dir, "RESULTS.md")
@@ -367,7 +421,8 @@ def write_report(study: Study, runs: Sequence[RunRecord], report_dir: str, invoc
                         "overrides": dict(s.row.overrides), "seeds": list(s.row.seeds),
                         "epochs_factor": s.row.epochs_factor, "note": s.row.note,
                         "report": dict(s.row.report) if s.row.report else None, "n": s.n, "mean": s.mean,
-                        "sd": s.sd, "wall_s_mean": s.wall_s_mean, "runs": s.runs} for s in summaries]}
+                        "sd": s.sd, "wall_s_mean": s.wall_s_mean, "runs": s.runs} for s in summaries],
+              "gradient_conflict": conflict}
   with open(os.path.join(report_dir, "results.json"), "w", encoding="utf-8") as f:
     json.dump(document, f, indent=2, default=str)
   return path
