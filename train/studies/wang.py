@@ -46,4 +46,8 @@ def get_study() -> Study:
       rows=rows, budget=Budget(num_epochs=1), report_label="Wang",
       source="Report 2 (Wang, CS224N default final project) describes these rows but gives no numbers.",
       notes=("Rows are cumulative: each keeps every change of the rows above it (row 7 drops the frozen "
-             "stage of row 6).",))
+             "stage of row 6).",
+             "Row 1 is the same experiment as the tian_wang study's `baseline` row (same preset, budget and "
+             "seeds). Its archived runs were copied from results/tian_wang/runs/baseline rather than trained "
+             "twice; the runner accepts an archive only when its config matches the row's, and each copy's "
+             "study_run.json keeps the command it ran under.",))
