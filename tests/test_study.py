@@ -244,6 +244,53 @@ def test_a_fresh_machine_goes_on_from_the_report_directory_alone(finished_study,
   assert states["b_no_para/seed0"].status == "done"
 
 
+def test_reuse_from_copies_another_studys_matching_runs_and_trains_nothing(finished_study, tmp_path, capsys):
+  other_file = tmp_path / "other_study.py"
+  other_file.write_text(f'''
+from train.study_spec import Budget, Row, Study
+
+def get_study():
+  return Study(name="other", title="Other", budget=Budget(num_epochs=1), rows=(
+      Row("same_as_a", "Row A again", {str(finished_study["preset"])!r}, seeds=(0, 1)),
+      Row("a_lr", "Row A, another learning rate", {str(finished_study["preset"])!r},
+          {{"optim.learning_rate": 5e-4}}),
+  ))
+''')
+  study, _ = load_study(str(other_file))
+  source = finished_study["report_dir"]
+  workdir, report = tmp_path / "work", tmp_path / "report"
+  with pytest.raises(StudyError, match=r"--reuse_from=.*nowhere: no runs/ folder"):
+    study_lib.run_study(study, str(other_file), str(workdir), str(report), reuse_from=[str(tmp_path / "nowhere")])
+
+  study_lib.run_study(study, str(other_file), str(workdir), str(report), dry_run=True, reuse_from=[str(source)])
+  listed = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()
+            if line.startswith("  ") and not line.startswith("    ")}
+  assert listed["same_as_a/seed1"].endswith(f"would be copied from {source / 'runs' / 'a' / 'seed1'}")
+  assert "copied" not in listed["a_lr/seed0"]
+  specs = {s.label: s for s in study_lib.plan_runs(study, str(workdir), str(report))}
+  assert study_lib.find_reusable(specs["same_as_a/seed1"], [str(source)]) == str(source / "runs" / "a" / "seed1")
+  assert study_lib.find_reusable(specs["a_lr/seed0"], [str(source)]) is None  # another learning rate
+  assert not report.exists()  # the dry run copied nothing
+
+  assert study_lib.run_study(study, str(other_file), str(workdir), str(report), only="^same_as_a$",
+                             reuse_from=[str(source)]) == 0
+  assert not (workdir / "runs").exists()  # nothing trained
+  for seed in (0, 1):
+    copied, original = report / "runs" / "same_as_a" / f"seed{seed}", source / "runs" / "a" / f"seed{seed}"
+    assert (copied / "results.json").read_bytes() == (original / "results.json").read_bytes()
+    record = json.loads((copied / "study_run.json").read_text())
+    assert record["reused_from"] == str(original) and record["argv"] == json.loads(
+        (original / "study_run.json").read_text())["argv"]  # the command the copy really ran under
+    assert study_lib.run_state(specs[f"same_as_a/seed{seed}"]).status == "done"
+  runs_table = {f"{c[0]}/seed{c[1]}": c for c in _markdown_table((report / "RESULTS.md").read_text(), "row | seed")}
+  assert runs_table.keys() == {"same_as_a/seed0", "same_as_a/seed1"}
+  assert runs_table["same_as_a/seed1"][-1].endswith(f"(copied from `{source / 'runs' / 'a' / 'seed1'}`)")
+  with open(report / "results.csv", newline="") as f:
+    reused = {r["row"] + r["seed"]: r["reused_from"] for r in csv.DictReader(f)}
+  assert reused == {"same_as_a0": str(source / "runs" / "a" / "seed0"),
+                    "same_as_a1": str(source / "runs" / "a" / "seed1"), "a_lr0": ""}
+
+
 def _coloured_share(path: pathlib.Path) -> float:
   """Share of a PNG's pixels that carry colour (bars, curves, markers), not white, black or grey."""
   rgb = matplotlib.image.imread(path)[..., :3]

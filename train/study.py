@@ -10,6 +10,7 @@ half-finished run, which train.main resumes from its latest checkpoint.
   python -m train.study --study=tian_wang --workdir=... --only='^pcgrad' --max_runs=2
   python -m train.study --study=tian_wang --workdir=... --collect_only     # rebuild the report from what's done
   python -m train.study --study=tian_wang --workdir=... --set=dtype=bfloat16  # an override for every run
+  python -m train.study --study=wang --workdir=... --reuse_from=results/tian_wang  # copy runs it already has
 
 Rerun the same command to go on: a run whose results.json exists and was computed
 under the config the study asks for now is skipped; one with a different config is
@@ -31,6 +32,7 @@ import ast
 import contextlib
 import dataclasses
 import fcntl
+import glob
 import json
 import math
 import os
@@ -72,6 +74,10 @@ _COLLECT_ONLY = flags.DEFINE_bool("collect_only", False, "Rebuild the report fro
 _SET = flags.DEFINE_multi_string("set", [], "key=value config override for every run of the study, e.g. "
                                   "--set=dtype=bfloat16 on a GPU; give it on every invocation (a run "
                                   "finished without it is otherwise stale).")
+_REUSE_FROM = flags.DEFINE_multi_string(
+    "reuse_from", [], "Another study's report directory (or workdir), e.g. results/tian_wang: a run not "
+    "started yet whose config matches one of that study's finished runs is copied from it instead of "
+    "trained again. Repeatable.")
 _RERUN_STALE = flags.DEFINE_bool("rerun_stale", False, "Move aside runs finished under a different config "
                                  "(to <run>.stale<k>) and run them again.")
 
@@ -318,6 +324,43 @@ def archive_run(spec: RunSpec) -> bool:
   return True
 
 
+def find_reusable(spec: RunSpec, sources: Sequence[str]) -> str | None:
+  """A finished run in another study (`<source>/runs/<row>/seed<k>/`) computed under `spec`'s config.
+
+  The test is the one a resume applies to a run's own results.json
+  (`config_differences`), seed included, since the seed is a config field; a
+  results.json without a config matches nothing. The first match, in the order
+  given and then by path, wins.
+  """
+  for source in sources:
+    pattern = os.path.join(glob.escape(os.path.abspath(source)), ARCHIVE, "*", f"seed{spec.seed}", "results.json")
+    for path in sorted(glob.glob(pattern)):
+      if os.path.dirname(path) in (os.path.abspath(spec.workdir), os.path.abspath(spec.archive or spec.workdir)):
+        continue
+      with open(path, encoding="utf-8") as f:
+        saved = json.load(f).get("config")
+      if saved and not config_differences(spec.config, saved):
+        return os.path.dirname(path)
+  return None
+
+
+def reuse_run(spec: RunSpec, source: str) -> str:
+  """Copies a matching finished run's `ARCHIVED_FILES` in as this run's; returns where they went.
+
+  They go to the run's archive (its workdir when the report is the workdir). The
+  run record keeps the command the copy ran under and says where it was copied from.
+  """
+  target = spec.archive or spec.workdir
+  os.makedirs(target, exist_ok=True)
+  record = {**read_run_record(source), "reused_from": _relative_to_repo(source)}
+  _write_run_record(target, record)
+  for name in ARCHIVED_FILES:
+    if name != RUN_RECORD and os.path.isfile(os.path.join(source, name)):
+      shutil.copyfile(os.path.join(source, name), os.path.join(target, name + ".tmp"))
+      os.replace(os.path.join(target, name + ".tmp"), os.path.join(target, name))  # results.json last
+  return target
+
+
 # ---- running --------------------------------------------------------------------------------------
 
 def _die_with_parent() -> None:
@@ -424,7 +467,8 @@ def _collect(study: Study, study_file: str, specs: Sequence[RunSpec], workdir: s
       archive_run(s)
     runs.append(study_report.RunRecord(row=s.row, seed=s.seed, workdir=s.results_dir, command=s.command(),
                                        state=state.status, detail=state.detail,
-                                       wall_s=run_wall_seconds(s.results_dir)))
+                                       wall_s=run_wall_seconds(s.results_dir),
+                                       reused_from=read_run_record(s.results_dir).get("reused_from")))
   invocation = shlex.join([_relative_to_repo(sys.executable), "-m", "train.study", f"--study={_relative_to_repo(study_file)}",
                            f"--workdir={os.path.abspath(workdir)}",
                            f"--report_dir={os.path.abspath(report_dir)}"])
@@ -433,8 +477,16 @@ def _collect(study: Study, study_file: str, specs: Sequence[RunSpec], workdir: s
 
 def run_study(study: Study, study_file: str, workdir: str, report_dir: str, *, only: str | None = None,
               max_runs: int = 0, dry_run: bool = False, collect_only: bool = False,
-              rerun_stale: bool = False) -> int:
-  """Runs what is left of the study; returns 1 if a run failed or is stale, else 0."""
+              rerun_stale: bool = False, reuse_from: Sequence[str] = ()) -> int:
+  """Runs what is left of the study; returns 1 if a run failed or is stale, else 0.
+
+  With `reuse_from`, a run not started yet that another study already ran under
+  the same config is copied from there (`find_reusable`) rather than trained.
+  """
+  for source in reuse_from:
+    if not os.path.isdir(os.path.join(source, ARCHIVE)):
+      raise StudyError(f"--reuse_from={source}: no {ARCHIVE}/ folder there; expected another study's "
+                       f"report directory (or workdir), such as results/tian_wang")
   specs = plan_runs(study, workdir, report_dir)
   selected = [s for s in specs if only is None or re.search(only, s.row.name)]
   if only is not None and not selected:
@@ -446,7 +498,9 @@ def run_study(study: Study, study_file: str, workdir: str, report_dir: str, *, o
     say(f"study {study.name}: {len(specs)} runs ({len(selected)} selected), budget {study.budget}")
     for s in breadth_first(selected):  # in the order they will run
       state = states[s.label]
-      say(f"  {s.label:<36} {state.status:<8} {state.detail}")
+      source = find_reusable(s, reuse_from) if reuse_from and state.status == "pending" else None
+      say(f"  {s.label:<36} {state.status:<8} {state.detail}"
+          + (f"would be copied from {_relative_to_repo(source)}" if source else ""))
       say(f"    {s.command()}")
     return 0
   if collect_only:
@@ -457,6 +511,10 @@ def run_study(study: Study, study_file: str, workdir: str, report_dir: str, *, o
   with study_lock(workdir):
     todo = []
     for s in selected:
+      source = find_reusable(s, reuse_from) if reuse_from and states[s.label].status == "pending" else None
+      if source:
+        say(f"reuse {s.label}: copied from {_relative_to_repo(source)} to {reuse_run(s, source)}")
+        states[s.label] = run_state(s)
       state = states[s.label]
       if state.status == "done":
         where = f", {state.detail}" if state.detail else ""
@@ -510,7 +568,7 @@ def main(argv):
     return run_study(study, study_file, os.path.abspath(_WORKDIR.value),
                      os.path.abspath(_REPORT_DIR.value or _WORKDIR.value), only=_ONLY.value,
                      max_runs=_MAX_RUNS.value, dry_run=_DRY_RUN.value, collect_only=_COLLECT_ONLY.value,
-                     rerun_stale=_RERUN_STALE.value)
+                     rerun_stale=_RERUN_STALE.value, reuse_from=_REUSE_FROM.value)
   except StudyError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

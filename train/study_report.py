@@ -49,6 +49,7 @@ class RunRecord:
   state: str  # "done", "stale", "partial", "failed", "pending"
   detail: str = ""
   wall_s: float | None = None
+  reused_from: str | None = None  # the other study's run this one was copied from (--reuse_from)
 
 
 @dataclasses.dataclass
@@ -80,7 +81,7 @@ def summarize(study: Study, runs: Sequence[RunRecord]) -> list[RowSummary]:
     for run in sorted(by_row.get(row.name, []), key=lambda r: r.seed):
       results = _read_results(run.workdir) if run.state == "done" else None
       entries.append({"seed": run.seed, "state": run.state, "detail": run.detail, "workdir": run.workdir,
-                      "command": run.command, "wall_s": run.wall_s,
+                      "command": run.command, "wall_s": run.wall_s, "reused_from": run.reused_from,
                       "scores": {k: results["scores"][k] for k in SCORE_KEYS} if results else None,
                       "best_stage": results.get("best_stage") if results else None})
     finished = [e for e in entries if e["scores"] is not None]
@@ -186,8 +187,9 @@ def results_markdown(study: Study, summaries: Sequence[RowSummary], invocation: 
         continue
       cells = [f"{e['scores'][k]:.4f}" for k in ("overall_mean", "sst_accuracy", "para_accuracy",
                                                   "sts_pearson", "overall_cs224n")]
+      command = f"`{e['command']}`" + (f" (copied from `{e['reused_from']}`)" if e["reused_from"] else "")
       lines.append("| " + " | ".join([s.row.name, str(e["seed"]), *cells, str(e["best_stage"]),
-                                      _minutes(e["wall_s"]), f"`{e['command']}`"]) + " |")
+                                      _minutes(e["wall_s"]), command]) + " |")
   unfinished = [(s.row.name, e) for s in summaries for e in s.runs if e["scores"] is None]
   if unfinished:
     lines += ["", "## Not finished", ""]
@@ -386,7 +388,7 @@ def _csv_rows(summaries: Sequence[RowSummary]) -> list[dict[str, Any]]:
                    "state": e["state"], **{k: scores.get(k, "") for k in SCORE_KEYS},
                    "best_stage": e["best_stage"] or "", "wall_s": "" if e["wall_s"] is None else e["wall_s"],
                    **{f"report_{c}": report.get(c, "") for c, _, _ in COLUMNS},
-                   "workdir": e["workdir"], "command": e["command"]})
+                   "workdir": e["workdir"], "command": e["command"], "reused_from": e["reused_from"] or ""})
   return rows
 
 

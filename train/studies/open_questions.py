@@ -1,7 +1,7 @@
 """What the two reports left open: where PCGrad helps, how much STS weight, how much Quora.
 
   python -m train.study --study=open_questions --workdir=/work/runs/study_open_questions \
-      --report_dir=results/open_questions
+      --report_dir=results/open_questions --reuse_from=results/tian_wang
 
 All rows start from pcgrad_diff (report 1's best single recipe), which is also the
 reference row: PCGrad on all tasks, STS weight 1, all of Quora.
@@ -34,6 +34,6 @@ def get_study() -> Study:
       notes=("Quora 100% is the reference row. With fewer Quora pairs an epoch is shorter, so those rows also "
              "take fewer optimizer steps: the question is the data volume, not the step count.",
              "The reference row is the same experiment as the tian_wang study's `pcgrad_diff` row (same preset, "
-             "budget and seeds). Its archived runs were copied from results/tian_wang/runs/pcgrad_diff rather "
-             "than trained twice; the runner accepts an archive only when its config matches the row's, and "
-             "each copy's study_run.json keeps the command it ran under.",))
+             "budget and seeds), so its runs are copies of those, as `--reuse_from=results/tian_wang` makes them: a "
+             "finished run is taken only when its config matches the row's, and each copy's study_run.json "
+             "says where it came from and keeps the command it ran under.",))

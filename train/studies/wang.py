@@ -1,6 +1,7 @@
 """Report 2 (Wang, CS224N): cumulative changes to the sequential baseline, rows 1-7.
 
-  python -m train.study --study=wang --workdir=/work/runs/study_wang --report_dir=results/wang
+  python -m train.study --study=wang --workdir=/work/runs/study_wang --report_dir=results/wang \
+      --reuse_from=results/tian_wang
 
 Each row adds one change to the row before it, as the report's table does; row 7
 combines rows 3-5 (less Quora, extra data, round-robin) without the frozen stage
@@ -48,6 +49,6 @@ def get_study() -> Study:
       notes=("Rows are cumulative: each keeps every change of the rows above it (row 7 drops the frozen "
              "stage of row 6).",
              "Row 1 is the same experiment as the tian_wang study's `baseline` row (same preset, budget and "
-             "seeds). Its archived runs were copied from results/tian_wang/runs/baseline rather than trained "
-             "twice; the runner accepts an archive only when its config matches the row's, and each copy's "
-             "study_run.json keeps the command it ran under.",))
+             "seeds), so its runs are copies of those, as `--reuse_from=results/tian_wang` makes them: a "
+             "finished run is taken only when its config matches the row's, and each copy's study_run.json "
+             "says where it came from and keeps the command it ran under.",))
