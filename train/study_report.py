@@ -311,7 +311,8 @@ def plot_task_scores(summaries: Sequence[RowSummary], label: str, path: str) -> 
     for i, s in enumerate(summaries):  # each seed as a dot
       seeds = [e["scores"][key] for e in s.runs if e["scores"] is not None]
       ax.plot([i - 0.2] * len(seeds), seeds, "k.", markersize=4)
-    ax.bar(x + 0.2, theirs, 0.4, label=label, color="tab:orange", alpha=0.8)
+    if np.isfinite(theirs).any():  # a study without report numbers gets no empty legend entry for them
+      ax.bar(x + 0.2, theirs, 0.4, label=label, color="tab:orange", alpha=0.8)
     ax.set_xticks(x, names, rotation=60, ha="right", fontsize=8)
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
