@@ -318,10 +318,15 @@ def archive_run(spec: RunSpec) -> bool:
     if name == RUN_RECORD:
       record = read_run_record(spec.workdir)
       _write_run_record(spec.archive, {**record, "attempts": _attempt_walls(spec.workdir, record)})
-    else:  # whole or not at all: a reader never sees half a file
-      shutil.copyfile(source, target + ".tmp")
-      os.replace(target + ".tmp", target)
+    else:
+      _copy_whole(source, target)
   return True
+
+
+def _copy_whole(source: str, target: str) -> None:
+  """Whole or not at all: a reader (a resumed study, another machine) never sees half a file."""
+  shutil.copyfile(source, target + ".tmp")
+  os.replace(target + ".tmp", target)
 
 
 def find_reusable(spec: RunSpec, sources: Sequence[str]) -> str | None:
@@ -335,8 +340,6 @@ def find_reusable(spec: RunSpec, sources: Sequence[str]) -> str | None:
   for source in sources:
     pattern = os.path.join(glob.escape(os.path.abspath(source)), ARCHIVE, "*", f"seed{spec.seed}", "results.json")
     for path in sorted(glob.glob(pattern)):
-      if os.path.dirname(path) in (os.path.abspath(spec.workdir), os.path.abspath(spec.archive or spec.workdir)):
-        continue
       with open(path, encoding="utf-8") as f:
         saved = json.load(f).get("config")
       if saved and not config_differences(spec.config, saved):
@@ -356,8 +359,7 @@ def reuse_run(spec: RunSpec, source: str) -> str:
   _write_run_record(target, record)
   for name in ARCHIVED_FILES:
     if name != RUN_RECORD and os.path.isfile(os.path.join(source, name)):
-      shutil.copyfile(os.path.join(source, name), os.path.join(target, name + ".tmp"))
-      os.replace(os.path.join(target, name + ".tmp"), os.path.join(target, name))  # results.json last
+      _copy_whole(os.path.join(source, name), os.path.join(target, name))  # results.json last
   return target
 
 
