@@ -14,7 +14,7 @@ A bundle directory holds:
 
   bundle.json          format name and version; the MultitaskBert settings (heads,
                        pooling, dtype, ...); the encoder's BertConfig; the tokenizer's
-                       lowercase flag and max_length; dev scores, data provenance
+                       lowercase and PTB-detokenization flags and max_length; dev scores, data provenance
                        (e.g. the quora split), the base checkpoint name, and how the
                        run evaluated and was configured, for tools that reproduce it.
   params.safetensors   every parameter, encoder and heads, as float32 arrays under
@@ -165,7 +165,8 @@ def new_bundle(model: multitask.MultitaskBert, params: Mapping[str, Any], tokeni
       "format": FORMAT_NAME, "version": FORMAT_VERSION,
       "model": model_settings(model),
       "bert_config": dataclasses.asdict(model.config),
-      "tokenizer": {"vocab_file": VOCAB_FILE, "lowercase": bool(tokenizer.lowercase)},
+      "tokenizer": {"vocab_file": VOCAB_FILE, "lowercase": bool(tokenizer.lowercase),
+                    "detokenize_ptb": bool(tokenizer.detokenize_ptb)},
       "max_length": int(max_length),
       "dev_scores": {k: float(v) for k, v in (dev_scores or {}).items()},
       "data": _json_ready(data or {}),
@@ -277,11 +278,14 @@ def read_bundle(path: str | os.PathLike) -> Bundle:
   _check_params(flat, model, source=str(params_file))
 
   tokenizer_info = metadata["tokenizer"]
-  if not isinstance(tokenizer_info, Mapping) or not isinstance(tokenizer_info.get("lowercase"), bool):
+  # Bundles written before PTB detokenization existed lack the flag: their runs trained without it.
+  if (not isinstance(tokenizer_info, Mapping) or not isinstance(tokenizer_info.get("lowercase"), bool)
+      or not isinstance(tokenizer_info.get("detokenize_ptb", False), bool)):
     raise BundleError(f"{bundle_file}: 'tokenizer' is {tokenizer_info!r}; expected an object with a "
-                      "boolean 'lowercase'")
+                      "boolean 'lowercase' and, optionally, a boolean 'detokenize_ptb'")
   try:
-    tokenizer = Tokenizer.from_vocab_file(directory / VOCAB_FILE, lowercase=tokenizer_info["lowercase"])
+    tokenizer = Tokenizer.from_vocab_file(directory / VOCAB_FILE, lowercase=tokenizer_info["lowercase"],
+                                          detokenize_ptb=tokenizer_info.get("detokenize_ptb", False))
   except ValueError as e:
     raise BundleError(str(e)) from None
   if tokenizer.vocab_size > bert_config.vocab_size:

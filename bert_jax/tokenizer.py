@@ -9,8 +9,14 @@ vocabulary. Batch encoding runs in Rust on all cores, which is what makes
 tokenizing a whole split at once cheap.
 
 The CS224N CSVs hold PTB-tokenized sentences with a leading space ("-LRB-",
-"``"). They are tokenized as any other text: the whitespace split drops the
-space, and the PTB tokens become word pieces the pretrained model has seen.
+"``", "does n't"). By default they are tokenized as any other text: the
+whitespace split drops the space, and the PTB tokens become word pieces
+("-", "l", "##rb", "-"). With `detokenize_ptb=True` the normalizer first puts
+them back as plain text ("(", '"', "doesn't"), the text the pretrained model
+read and that users of a trained model type; spacing around punctuation is
+left alone, since the pre-tokenizer splits punctuation off either way. Text
+that has no PTB tokens comes out unchanged, so a model trained this way reads
+plain text as its training data.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import threading
 from collections.abc import Sequence
 
 import numpy as np
-from tokenizers import AddedToken, Tokenizer as RustTokenizer
+from tokenizers import AddedToken, Regex, Tokenizer as RustTokenizer
 from tokenizers import normalizers, pre_tokenizers, processors
 from tokenizers.models import WordPiece
 
@@ -31,6 +37,19 @@ PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
 # Longer words become one [UNK]: BERT's own limit, and it bounds WordPiece's cost.
 MAX_INPUT_CHARS_PER_WORD = 100
+# Penn Treebank tokens and the text they stand for. "\\/" and "\\*" are PTB's escaped "/" and "*".
+PTB_TOKENS = (("-LRB-", "("), ("-RRB-", ")"), ("-LSB-", "["), ("-RSB-", "]"), ("-LCB-", "{"),
+              ("-RCB-", "}"), ("``", '"'), ("''", '"'), ("\\/", "/"), ("\\*", "*"))
+# PTB splits contractions before "n't" ("does n't", "ca n't", "wo n't"); joined back they are
+# "doesn't", "can't", "won't". One pattern per casing, since the normalizer runs before lowercasing.
+PTB_NEGATIONS = ("n't", "N'T", "N't")
+
+
+def ptb_detokenizer() -> normalizers.Normalizer:
+  """The normalizer that turns PTB tokens back into plain text (see the module docstring)."""
+  steps = [normalizers.Replace(token, text) for token, text in PTB_TOKENS]
+  steps += [normalizers.Replace(Regex(rf"\s+{negation}(?=\s|$)"), negation) for negation in PTB_NEGATIONS]
+  return normalizers.Sequence(steps)
 
 
 def read_vocab(path: str | os.PathLike) -> dict[str, int]:
@@ -61,16 +80,20 @@ class Tokenizer:
   """
 
   def __init__(self, vocab: dict[str, int], *, lowercase: bool = True,
-               strip_accents: bool | None = None, vocab_path: str | None = None):
+               strip_accents: bool | None = None, vocab_path: str | None = None,
+               detokenize_ptb: bool = False):
     """`strip_accents=None` strips accents exactly when lowercasing, as uncased BERT does."""
     self.vocab_path = vocab_path
     self.lowercase = lowercase
+    self.detokenize_ptb = detokenize_ptb
     self.vocab_size = max(vocab.values()) + 1
     self.pad_id, self.unk_id, self.cls_id, self.sep_id = (vocab[t] for t in (PAD, UNK, CLS, SEP))
     backend = RustTokenizer(WordPiece(vocab, unk_token=UNK, continuing_subword_prefix="##",
                                       max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD))
-    backend.normalizer = normalizers.BertNormalizer(
+    bert_normalizer = normalizers.BertNormalizer(
         clean_text=True, handle_chinese_chars=True, strip_accents=strip_accents, lowercase=lowercase)
+    backend.normalizer = (normalizers.Sequence([ptb_detokenizer(), bert_normalizer]) if detokenize_ptb
+                          else bert_normalizer)
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     backend.post_processor = processors.TemplateProcessing(
         single=f"{CLS}:0 $A:0 {SEP}:0",
@@ -86,19 +109,23 @@ class Tokenizer:
 
   @classmethod
   def from_vocab_file(cls, path: str | os.PathLike, lowercase: bool = True,
-                      strip_accents: bool | None = None) -> "Tokenizer":
+                      strip_accents: bool | None = None, detokenize_ptb: bool = False) -> "Tokenizer":
     return cls(read_vocab(path), lowercase=lowercase, strip_accents=strip_accents,
-               vocab_path=os.fspath(path))
+               vocab_path=os.fspath(path), detokenize_ptb=detokenize_ptb)
 
   @classmethod
-  def from_checkpoint(cls, name_or_path: str = DEFAULT_CHECKPOINT) -> "Tokenizer":
+  def from_checkpoint(cls, name_or_path: str = DEFAULT_CHECKPOINT, detokenize_ptb: bool = False) -> "Tokenizer":
     """The tokenizer of a checkpoint (see `checkpoint_files.resolve_checkpoint` for names)."""
     files = resolve_checkpoint(name_or_path)
-    return cls.from_vocab_file(files.vocab_path, lowercase=files.lowercase)
+    return cls.from_vocab_file(files.vocab_path, lowercase=files.lowercase, detokenize_ptb=detokenize_ptb)
 
   def __repr__(self) -> str:
     return (f"Tokenizer(vocab_path={self.vocab_path!r}, vocab_size={self.vocab_size}, "
-            f"lowercase={self.lowercase})")
+            f"lowercase={self.lowercase}, detokenize_ptb={self.detokenize_ptb})")
+
+  def normalize(self, text: str) -> str:
+    """`text` as the word-piece model sees it: detokenized (if set), cleaned, lowercased."""
+    return self._untruncated.normalizer.normalize_str(text)
 
   def _truncating_backend(self, max_length: int) -> RustTokenizer:
     with self._lock:

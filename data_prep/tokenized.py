@@ -195,12 +195,14 @@ class EncodedSplit:
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
-  """A hash of what decides token ids: the vocabulary file's bytes and lowercasing."""
+  """A hash of what decides token ids: the vocabulary file's bytes, lowercasing, PTB detokenization."""
   vocab_path = getattr(tokenizer, "vocab_path", None)
   if not vocab_path:
     raise ValueError(f"{tokenizer!r} has no vocab_path; the token cache needs one to key entries")
   digest = hashlib.sha1(pathlib.Path(vocab_path).read_bytes())
   digest.update(f"lowercase={getattr(tokenizer, 'lowercase', True)}".encode())
+  if getattr(tokenizer, "detokenize_ptb", False):  # only then, so that older cache entries still hit
+    digest.update(b"detokenize_ptb")
   return digest.hexdigest()[:16]
 
 

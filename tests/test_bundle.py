@@ -15,6 +15,7 @@ import subprocess
 import sys
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 from flax import traverse_util
@@ -26,6 +27,7 @@ from bert_jax import checkpoints as bert_checkpoints
 from bert_jax import multitask
 from data_prep.builders.cs224n_quora import validation_fold
 from tests.test_train import REPO_ROOT, tiny_config
+from train import data as task_data
 from train import metrics as metrics_lib
 from train import train, trained_run
 from train.metric_writer import read_metrics
@@ -173,6 +175,26 @@ def test_default_heads_scalar_params_round_trip(tiny_world, tmp_path):
                              model.apply({"params": params}, separate, method="paraphrase"), atol=1e-5)
 
 
+def test_ptb_detokenization_travels_with_the_bundle(tiny_world, tmp_path):
+  """A run that read PTB tokens as plain text writes that into its bundle, and the bundle reads input so again."""
+  loaded = bert_checkpoints.load_hf_checkpoint(tiny_world["checkpoint"])
+  detokenizing = task_data.run_tokenizer(ml_collections.ConfigDict({"data": {"detokenize_ptb": True}}), loaded.files)
+  # A run's config saved before the setting existed read its text as it was.
+  assert not task_data.run_tokenizer(ml_collections.ConfigDict({"data": {}}), loaded.files).detokenize_ptb
+  model = multitask.MultitaskBert(loaded.config)
+  params = multitask.init_params(model, jax.random.key(5), pretrained_bert=loaded.params)
+  saved = bundle_lib.save_bundle(bundle_lib.new_bundle(model, params, detokenizing, max_length=48), tmp_path / "ptb")
+  ptb, plain = ["the film -LRB- quiet -RRB- never once bores"], ["the film ( quiet ) never once bores"]
+  reloaded = bert_jax.load_model(saved)
+  assert reloaded.bundle.tokenizer.detokenize_ptb and reloaded.metadata["tokenizer"]["detokenize_ptb"] is True
+  np.testing.assert_array_equal(reloaded.sst_logits(ptb), reloaded.sst_logits(plain))
+  _edit_json(saved, lambda m: m["tokenizer"].pop("detokenize_ptb"))  # as bundles before the setting were
+  older = bert_jax.load_model(saved)
+  assert not older.bundle.tokenizer.detokenize_ptb
+  assert not np.allclose(older.sst_logits(ptb), older.sst_logits(plain))
+  np.testing.assert_array_equal(older.sst_logits(plain), reloaded.sst_logits(plain))
+
+
 # ----------------------------------------------------------------------------- damaged bundles
 
 
@@ -220,6 +242,9 @@ DAMAGE = {
                         r"shape mismatch: sentiment/output/bias expected \(5,\), found \(3,\)"),
     "unexpected_param": (lambda d: _edit_params(d, lambda p: p.update({"extra/kernel": np.zeros(2, np.float32)})),
                          r"unexpected: extra/kernel"),
+    "bad_ptb_flag": (lambda d: _edit_json(d, lambda m: m["tokenizer"].update(detokenize_ptb="yes")),
+                     r"bundle\.json: 'tokenizer' is .*'detokenize_ptb': 'yes'.*; expected an object with a boolean "
+                     r"'lowercase' and, optionally, a boolean 'detokenize_ptb'"),
 }
 
 

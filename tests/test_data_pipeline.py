@@ -80,12 +80,13 @@ def test_second_load_comes_from_the_cache(tokenizer, dirs, tmp_path):
     np.testing.assert_array_equal(cached.tokens[key].offsets, split.tokens[key].offsets)
   np.testing.assert_array_equal(cached.labels, split.labels)
   np.testing.assert_array_equal(cached.ids, split.ids)
-  # Another max_length or encoding is another entry, not a stale hit.
+  # Another max_length, encoding or PTB setting is another entry, not a stale hit.
   third = CountingTokenizer(tokenizer)
   load("sts", "train", third, dirs, max_length=16)
   load("sts", "train", third, dirs, pair_encoding="joint")
   assert third.calls == 3
-  assert len(list(tmp_path.glob("*.npz"))) == 3
+  load("sts", "train", CountingTokenizer(Tokenizer.from_checkpoint("minilm-l6", detokenize_ptb=True)), dirs)
+  assert len(list(tmp_path.glob("*.npz"))) == 4
 
 
 def test_single_sentence_batch_matches_the_tokenizer(tokenizer, dirs):

@@ -26,7 +26,8 @@ from train import export, train, trained_run
 @pytest.fixture(scope="module")
 def run_workdir(tiny_world, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("export") / "run"
-  train.train_and_evaluate(tiny_config(tiny_world, workdir.parent), str(workdir))
+  # With PTB detokenization, so that the run's bundle and the card are seen to carry it.
+  train.train_and_evaluate(tiny_config(tiny_world, workdir.parent, **{"data.detokenize_ptb": True}), str(workdir))
   return workdir
 
 
@@ -75,8 +76,10 @@ def test_model_card_describes_base_method_scores_and_data(exported, run_workdir)
   assert "Preset `base` (`train/configs/base.py`)" in card
   # tiny_config's changes to the base preset, with the preset's values beside them.
   for row in ("| `model.paraphrase_head` | `diff` | `cosine` |", "| `batch_size` | `24` | `64` |",
-              "| `optim.learning_rate` | `0.001` | `5e-05` |"):
+              "| `optim.learning_rate` | `0.001` | `5e-05` |", "| `data.detokenize_ptb` | `True` | `False` |"):
     assert row in card
+  assert "Trained on Penn Treebank tokens turned back into plain text" in card
+  assert bert_jax.load_model(exported).bundle.tokenizer.detokenize_ptb  # the trainer's tokenizer, kept
   assert "data.data_root" not in card and str(run_workdir.parent) not in card  # no local paths published
   assert f"| STS Pearson r | {results['scores']['sts_pearson']:.4f} |" in card
   assert "Quora split: `dev_90_10`" in card

@@ -147,3 +147,30 @@ def test_whole_split_in_one_batch_equals_one_by_one(shared_data):
     (one,), _ = tokenizer.encode_ragged([sentences[i]], max_length=64)
     assert batch["input_ids"][i, :len(one)].tolist() == one.tolist()
     assert batch["attention_mask"][i].sum() == len(one)
+
+
+# A course-style sentence with every kind of PTB token, and the plain text it stands for.
+PTB_SENTENCE = (" It does n't -LRB- quite -RRB- work -LSB- sic -RSB- : `` ca n't '' , wo N'T , Is N't ,"
+                " co-writer\\/director \\* -LCB- x -RCB- .")
+PLAIN_SENTENCE = (" It doesn't ( quite ) work [ sic ] : \" can't \" , woN'T , IsN't ,"
+                  " co-writer/director * { x } .")
+
+
+def test_ptb_detokenization_reads_ptb_tokens_as_the_plain_text():
+  detokenizing, plain = Tokenizer.from_checkpoint(detokenize_ptb=True), Tokenizer.from_checkpoint()
+  assert detokenizing.normalize(PTB_SENTENCE) == plain.normalize(PLAIN_SENTENCE)
+  assert detokenizing([PTB_SENTENCE])["input_ids"].tolist() == plain([PLAIN_SENTENCE])["input_ids"].tolist()
+  # Without it the PTB tokens are word pieces of their own: "-LRB-" is "-", "l", "##rb", "-".
+  assert plain([PTB_SENTENCE])["input_ids"].shape[1] > detokenizing([PTB_SENTENCE])["input_ids"].shape[1]
+  assert "doesn ' t" in " ".join(plain._untruncated.encode(PLAIN_SENTENCE).tokens)
+
+
+def test_ptb_detokenization_leaves_plain_text_alone():
+  texts = ["It doesn't work (quite): \"can't\", won't, co-writer/director.", "Isn't it? n't-words, don'ts.",
+           "A 5'' screen [sic] {x} \\ / * -- done", "Shouldn't we?"]
+  detokenizing, plain = Tokenizer.from_checkpoint(detokenize_ptb=True), Tokenizer.from_checkpoint()
+  for text in texts[:2] + texts[3:]:
+    assert detokenizing.normalize(text) == plain.normalize(text), text
+  assert detokenizing(texts)["input_ids"][[0, 1, 3]].tolist() == plain(texts)["input_ids"][[0, 1, 3]].tolist()
+  assert detokenizing.normalize(texts[2]) == plain.normalize('A 5" screen [sic] {x} \\ / * -- done')  # '' is PTB's close quote
+  assert "detokenize_ptb=True" in repr(detokenizing)

@@ -211,6 +211,7 @@ RULES: dict[str, Check] = {
     "data.para_fraction": number(min=0),
     "data.sts_fraction": number(min=0),
     "data.skip_bad_rows": boolean(),
+    "data.detokenize_ptb": boolean(),
     "model.sentiment_pooling": one_of(multitask.POOLINGS),
     "model.pair_pooling": one_of(multitask.POOLINGS),
     "model.paraphrase_head": one_of(heads.PAIR_HEADS),

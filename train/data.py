@@ -16,6 +16,8 @@ import ml_collections
 import numpy as np
 
 from bert_jax import heads
+from bert_jax.checkpoint_files import CheckpointFiles
+from bert_jax.tokenizer import Tokenizer
 from data_prep import bucketing, pipeline
 from data_prep.packing import PackingSpec
 from data_prep.sampler import MultiTaskSampler
@@ -24,6 +26,15 @@ SPLITS = ("train", "validation", "test")
 # config.data.extra_sst / extra_sts -> the extra training source's config (None: none).
 EXTRA_SST = {"": None, "cfimdb_polar": "polar", "cfimdb_not_polar": "not_polar"}
 EXTRA_STS = {"": False, "sick": True}
+
+
+def run_tokenizer(config: ml_collections.ConfigDict, files: CheckpointFiles) -> Tokenizer:
+  """The run's tokenizer: the checkpoint's vocabulary and casing, with `data.detokenize_ptb`.
+
+  A config saved before that field existed trained without it, hence the default.
+  """
+  return Tokenizer.from_vocab_file(files.vocab_path, lowercase=files.lowercase,
+                                   detokenize_ptb=bool(config.data.get("detokenize_ptb", False)))
 
 
 def pair_encodings(model_config: ml_collections.ConfigDict) -> dict[str, str]:

@@ -107,7 +107,12 @@ def model_card(metadata: Mapping[str, Any]) -> str:
             f"- Heads: paraphrase `{settings['paraphrase_head']}`, similarity `{settings['similarity_head']}`, "
             f"sentiment pooling `{settings['sentiment_pooling']}`, pair pooling `{settings['pair_pooling']}`"
             + (", paraphrase and similarity share their first layer" if settings.get("share_para_sts") else ""),
-            f"- Max sequence length: {metadata['max_length']} tokens", ""]
+            f"- Max sequence length: {metadata['max_length']} tokens"]
+  if (metadata.get("tokenizer") or {}).get("detokenize_ptb"):
+    lines.append("- Trained on Penn Treebank tokens turned back into plain text (`-LRB-` -> `(`, `does n't` -> "
+                 "`doesn't`). The bundle in `model/` does that to its input; the Hugging Face tokenizer files "
+                 "here do not, so give them plain text.")
+  lines.append("")
   lines += ["## Method", ""]
   if config:
     preset, changes = config_changes(config)

@@ -158,7 +158,8 @@ class Trainer:
     self.parallel = DataParallel.create(config.parallel.mode, config.parallel.num_devices)
     self.pretrained = bert_checkpoints.load_hf_checkpoint(config.checkpoint)
     self.model = build_model(config, self.pretrained.config)
-    self.data = task_data_lib.TaskData.create(config, self.pretrained.tokenizer)
+    self.tokenizer = task_data_lib.run_tokenizer(config, self.pretrained.files)
+    self.data = task_data_lib.TaskData.create(config, self.tokenizer)
     self.writer = MetricWriter(workdir) if jax.process_index() == 0 else None
     # Two independent streams: one initialises the heads, the other gives step k the key fold_in(k).
     self.init_rng, self.base_rng = jax.random.split(jax.random.key(config.seed))
@@ -505,7 +506,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, compila
   if jax.process_index() == 0:  # the other processes of a multi-host job computed the same
     storage.write_text(storage.join(workdir, "results.json"), json.dumps(results, indent=2, default=str))
     # The run's one artifact, for predict, export and init_from.
-    run_bundle = trained_run.bundle_of_run(trainer.model, params, trainer.pretrained.tokenizer, config,
+    run_bundle = trained_run.bundle_of_run(trainer.model, params, trainer.tokenizer, config,
                                            scores=scores, data_description=description,
                                            best_stage=best_stage.name)
     _save_bundle(run_bundle, storage.join(workdir, bundle_lib.BUNDLE_SUBDIR))

@@ -31,6 +31,7 @@ from bert_jax import bundle as bundle_lib
 from bert_jax import checkpoints as bert_checkpoints
 from bert_jax.config import BertConfig
 from bert_jax.tokenizer import Tokenizer
+from train import data as task_data
 from train import weight_averaging
 from train.checkpointing import RunCheckpoints
 
@@ -101,7 +102,7 @@ def bundle_from_checkpoints(workdir: str | os.PathLike) -> bundle_lib.Bundle:
   stage = results.get("best_stage") or "main"
   files = bert_checkpoints.resolve_checkpoint(config.checkpoint)
   bert_config = BertConfig.from_json_file(files.config_path)
-  tokenizer = Tokenizer.from_vocab_file(files.vocab_path, lowercase=files.lowercase)
+  tokenizer = task_data.run_tokenizer(config, files)
   from train import train  # pylint: disable=import-outside-toplevel  (train imports this module)
   model = train.build_model(config, bert_config)
   params = restore_best_params(workdir / CHECKPOINTS_DIR / stage, config.get("best_metric", "overall_mean"))

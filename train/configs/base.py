@@ -51,6 +51,10 @@ def get_config() -> ml_collections.ConfigDict:
   # and takes that much more of each round-robin step under proportions "size".
   config.data.sst_fraction = 1.0
   config.data.sts_fraction = 1.0
+  # Turn the CSVs' Penn Treebank tokens back into plain text before WordPiece ("-LRB-" -> "(",
+  # "does n't" -> "doesn't"; bert_jax/tokenizer.py). SST is PTB-tokenized, Quora and STS are not;
+  # the model bundle keeps the setting, so predictions on plain text read it the same way.
+  config.data.detokenize_ptb = False
   config.data.skip_bad_rows = True  # quora-dev.csv has 2 malformed rows; they are counted and reported
 
   config.model = ml_collections.ConfigDict()
