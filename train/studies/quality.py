@@ -19,8 +19,9 @@ compute, faster on CPUs with AVX-512 BF16 or AMX, keeps the scores. On top of
 the default, `pool_both` gives the SST classifier the [CLS] summary beside the
 token mean, `bf16_epochs_3` spends bfloat16's saved time on a third epoch, and
 `rdrop` adds R-Drop's consistency between two dropout passes to the SST loss,
-`smart` SMART's smoothness term, and `multi_sample` multi-sample dropout on the
-heads. `cross` asks whether cross-encoder pair heads, the usual BERT recipe for
+`smart` SMART's smoothness term, `multi_sample` multi-sample dropout on the
+heads, and `detok` reads SST's Penn Treebank tokens ("-LRB-", "does n't") as
+the plain text they stand for. `cross` asks whether cross-encoder pair heads, the usual BERT recipe for
 sentence pairs, beat the default's cosine heads on Para and STS.
 
 Only dev scores are compared. The test predictions every run writes are scored
@@ -83,6 +84,10 @@ def get_study() -> Study:
           {"model.head_dropout_samples": 5, "model.head_dropout": 0.5}, seeds=THREE_SEEDS,
           note="the SST classifier runs on 5 dropout masks of rate 0.5 over one encoder pass, and the loss is "
                "the mean of their 5 losses (the default's cosine pair heads have no dropout)"),
+      Row("detok", "Default preset, PTB tokens read as plain text", "default", {"data.detokenize_ptb": True},
+          seeds=THREE_SEEDS,
+          note="-LRB- becomes (, `` becomes \", does n't becomes doesn't before WordPiece: the text the pretrained "
+               "model read (SST is PTB-tokenized, Quora and STS are not)"),
       Row("cross", "Default preset, cross-encoder pair heads", "default",
           {"model.paraphrase_head": "cross", "model.similarity_head": "cross"}, seeds=THREE_SEEDS,
           note="Para and STS read one joint [CLS] a [SEP] b [SEP] sequence, linear on [CLS], instead of the "
