@@ -75,7 +75,7 @@ def test_run_writes_a_bundle_that_records_the_run(trained_workdir):
   assert metadata["model"]["paraphrase_head"] == "diff" and metadata["model"]["dtype"] == "float32"
   assert metadata["bert_config"]["hidden_size"] == 32
   assert metadata["base_checkpoint"] == results["config"]["checkpoint"]
-  assert metadata["tokenizer"] == {"vocab_file": "vocab.txt", "lowercase": True}
+  assert metadata["tokenizer"] == {"vocab_file": "vocab.txt", "lowercase": True, "detokenize_ptb": False}
   assert metadata["training"]["preset"] == "base"
 
 
