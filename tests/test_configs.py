@@ -41,6 +41,7 @@ def test_the_default_is_the_base_preset_plus_the_sst_recipe():
   assert ours.keys() == theirs.keys()
   assert {k: (theirs[k], v) for k, v in ours.items() if v != theirs[k]} == {
       "name": ("base", "default"), "data.sst_fraction": (1.0, 2.0),
-      "optim.head_learning_rate_multiplier": (1.0, 10.0), "optim.ema_decay": (0.0, 0.995)}
+      "optim.head_learning_rate_multiplier": (1.0, 10.0), "optim.ema_decay": (0.0, 0.995),
+      "model.sentiment_pooling": ("mean", "both")}
   # The frozen stage keeps its own optimizer: the recipe's head rate and average are the main stage's.
   assert default.get_config().frozen_stage.optim.to_dict() == base.get_config().frozen_stage.optim.to_dict()

@@ -467,6 +467,20 @@ def test_the_shipped_studies_plan(tmp_path):
   assert [dict(r.overrides).get("conflicts.method") for r in conflict_methods.rows[1:]] == list(registry.METHODS)
 
 
+def test_the_committed_reports_runs_still_match_their_rows(tmp_path):
+  # A preset change must not turn a committed report's runs stale, which would make the next
+  # `train.study` train them again and drop them from the table: rows measured on the preset as it
+  # was keep its old values as overrides (the quality study's `on_the_default`).
+  for name in ("tian_wang", "wang", "open_questions", "quality", "conflict_methods"):
+    study, _ = load_study(name)
+    report = REPO_ROOT / "results" / name
+    states = {f"{s.row.name}/seed{s.seed}": study_lib.run_state(s)
+              for s in study_lib.plan_runs(study, str(tmp_path / name), str(report))}
+    assert {run: state.detail for run, state in states.items() if state.status == "stale"} == {}, name
+    committed = {p.parent.relative_to(report / "runs").as_posix() for p in report.glob("runs/*/*/results.json")}
+    assert committed == {run for run, state in states.items() if state.status == "done"}, name
+
+
 def test_a_killed_attempts_wall_time_ends_when_the_next_attempt_starts(tmp_path):
   # Every attempt appends to one train.log, so its last change is when the last attempt ended.
   started = 1_000_000.0

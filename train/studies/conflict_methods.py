@@ -26,6 +26,6 @@ def get_study() -> Study:
       source="No report numbers: neither report tried these methods.",
       # Every run logs its task-gradient cosines, so the table can say how much conflict each method saw.
       common_overrides={"gradient_stats_every_steps": 50},
-      notes=("Every row is the default preset (cosine pair heads, round-robin, mean pooling) with one "
-             "`conflicts.method`; the loss-weighting methods (uncertainty, dwa, famo) weight the task "
-             "losses rather than the gradients.",))
+      notes=("Every row is the default preset (cosine pair heads on mean pooling, [CLS; mean] for SST, "
+             "round-robin) with one `conflicts.method`; the loss-weighting methods (uncertainty, dwa, famo) "
+             "weight the task losses rather than the gradients.",))

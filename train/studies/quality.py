@@ -3,8 +3,8 @@
   python -m train.study --study=quality --workdir=/work/runs/study_quality --report_dir=results/quality
 
 The reference row is the base preset (train/configs/base.py). `default` is the
-default preset, which is the base plus three changes that each target SST
-without touching how Para and STS are trained:
+default preset as it was until `pool_both` replaced it, which is the base plus
+three changes that each target SST without touching how Para and STS are trained:
   - SST twice per epoch (`data.sst_fraction=2`): SST sees 4 epochs in the default's 2,
     and takes twice its share of each round-robin step;
   - a 10x learning rate for the freshly initialised heads (the SST classifier; the
@@ -23,6 +23,11 @@ token mean, `bf16_epochs_3` spends bfloat16's saved time on a third epoch, and
 heads, and `detok` reads SST's Penn Treebank tokens ("-LRB-", "does n't") as
 the plain text they stand for. `cross` asks whether cross-encoder pair heads, the usual BERT recipe for
 sentence pairs, beat the default's cosine heads on Para and STS.
+
+`pool_both` scored above `default` on SST on each of 5 seeds, so the default
+preset now pools [CLS; mean] for SST. The rows on top of the default keep the
+mean pooling they were measured with (`ON_THE_DEFAULT`): each differs from the
+`default` row by one change, and their finished runs stay valid.
 
 Only dev scores are compared. The test predictions every run writes are scored
 elsewhere, never here.
@@ -54,42 +59,50 @@ SST_STAGE = (
 SST_TWICE = {"data.sst_fraction": 2.0}
 HEAD_LR = {"optim.head_learning_rate_multiplier": 10.0}
 AVERAGE = {"optim.ema_decay": 0.995}
+# The default preset as the rows on top of it were measured: before [CLS; mean] pooling for SST.
+ON_THE_DEFAULT = {"model.sentiment_pooling": "mean"}
+
+
+def on_the_default(**overrides) -> dict:
+  """Overrides of the default preset, applied to the mean-pooled default the rows were measured on."""
+  return {**ON_THE_DEFAULT, **overrides}
 
 
 def get_study() -> Study:
   rows = (
       Row("base", "Base preset (reference)", "base", seeds=THREE_SEEDS),
-      Row("default", "Default preset: base + SST x2 + head lr x10 + weight average", "default",
-          seeds=FIVE_SEEDS),
+      Row("default", "Default preset before [CLS; mean]: base + SST x2 + head lr x10 + weight average",
+          "default", on_the_default(), seeds=FIVE_SEEDS),
       Row("sst_x2", "SST twice per epoch", "base", SST_TWICE),
       Row("head_lr_x10", "Head learning rate x10", "base", HEAD_LR),
       Row("ema", "Moving average of the weights (0.995)", "base", AVERAGE),
       Row("lr_1e-4", "Learning rate 1e-4", "base", {"optim.learning_rate": 1e-4}),
       Row("llrd", "Learning rate 1e-4, layer decay 0.8", "base",
           {"optim.learning_rate": 1e-4, "optim.layer_decay": 0.8}),
-      Row("bf16", "Default preset in bfloat16", "default", {"dtype": "bfloat16"}, seeds=(0, 1),
+      Row("bf16", "Default preset in bfloat16", "default", on_the_default(dtype="bfloat16"), seeds=(0, 1),
           note="the default preset in bfloat16: float32 params and optimizer, bfloat16 matmuls and activations"),
       Row("epochs_3", "3 epochs", "base", epochs_factor=1.5),
-      Row("pool_both", "Default preset, SST head on [CLS; mean]", "default",
+      Row("pool_both", "Default preset, SST head on [CLS; mean] (the default now)", "default",
           {"model.sentiment_pooling": "both"}, seeds=FIVE_SEEDS),
-      Row("bf16_epochs_3", "Default preset in bfloat16, 3 epochs", "default", {"dtype": "bfloat16"},
+      Row("bf16_epochs_3", "Default preset in bfloat16, 3 epochs", "default", on_the_default(dtype="bfloat16"),
           epochs_factor=1.5, seeds=THREE_SEEDS,
           note="bfloat16's saved time spent on a third epoch"),
-      Row("rdrop", "Default preset, R-Drop on SST (alpha 1)", "default", {"rdrop_alpha.sst": 1.0},
+      Row("rdrop", "Default preset, R-Drop on SST (alpha 1)", "default", on_the_default(**{"rdrop_alpha.sst": 1.0}),
           seeds=THREE_SEEDS, note="two dropout passes of every SST batch"),
-      Row("smart", "Default preset, SMART on SST (weight 1)", "default", {"smart.weight.sst": 1.0},
+      Row("smart", "Default preset, SMART on SST (weight 1)", "default", on_the_default(**{"smart.weight.sst": 1.0}),
           seeds=THREE_SEEDS, note="the course's top projects' regulariser: outputs kept still under an "
                                   "adversarial perturbation of the embeddings; about two more passes per SST batch"),
       Row("multi_sample", "Default preset, multi-sample dropout (5 masks of 0.5)", "default",
-          {"model.head_dropout_samples": 5, "model.head_dropout": 0.5}, seeds=THREE_SEEDS,
+          on_the_default(**{"model.head_dropout_samples": 5, "model.head_dropout": 0.5}), seeds=THREE_SEEDS,
           note="the SST classifier runs on 5 dropout masks of rate 0.5 over one encoder pass, and the loss is "
                "the mean of their 5 losses (the default's cosine pair heads have no dropout)"),
-      Row("detok", "Default preset, PTB tokens read as plain text", "default", {"data.detokenize_ptb": True},
+      Row("detok", "Default preset, PTB tokens read as plain text", "default",
+          on_the_default(**{"data.detokenize_ptb": True}),
           seeds=THREE_SEEDS,
           note="-LRB- becomes (, `` becomes \", does n't becomes doesn't before WordPiece: the text the pretrained "
                "model read (SST is PTB-tokenized, Quora and STS are not)"),
       Row("cross", "Default preset, cross-encoder pair heads", "default",
-          {"model.paraphrase_head": "cross", "model.similarity_head": "cross"}, seeds=THREE_SEEDS,
+          on_the_default(**{"model.paraphrase_head": "cross", "model.similarity_head": "cross"}), seeds=THREE_SEEDS,
           note="Para and STS read one joint [CLS] a [SEP] b [SEP] sequence, linear on [CLS], instead of the "
                "cosine of two mean-pooled sentences"),
   )
