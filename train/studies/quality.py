@@ -97,8 +97,7 @@ def get_study() -> Study:
           note="the SST classifier runs on 5 dropout masks of rate 0.5 over one encoder pass, and the loss is "
                "the mean of their 5 losses (the default's cosine pair heads have no dropout)"),
       Row("detok", "Default preset, PTB tokens read as plain text", "default",
-          on_the_default(**{"data.detokenize_ptb": True}),
-          seeds=THREE_SEEDS,
+          on_the_default(**{"data.detokenize_ptb": True}), seeds=THREE_SEEDS,
           note="-LRB- becomes (, `` becomes \", does n't becomes doesn't before WordPiece: the text the pretrained "
                "model read (SST is PTB-tokenized, Quora and STS are not)"),
       Row("cross", "Default preset, cross-encoder pair heads", "default",
